@@ -1,0 +1,106 @@
+import { Type, type Static } from '@sinclair/typebox';
+
+export const ErrorSchema = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.String({ description: 'stable error code, e.g. PRESTAGE_NOT_FOUND' }),
+      message: Type.String(),
+      details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    }),
+  },
+  { $id: 'Error' },
+);
+
+export const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, { $ref: 'Error#' }]));
+
+export const ImageSchema = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    version: Type.Integer(),
+    ref: Type.String({ description: 'name@version' }),
+    sha256: Type.String(),
+    sizeBytes: Type.Integer(),
+    volume: Type.String(),
+    state: Type.String(),
+    createdAt: Type.String(),
+  },
+  { $id: 'Image' },
+);
+
+export const PoolSchema = Type.Object(
+  {
+    source: Type.String(),
+    policy: Type.Object({ kind: Type.String(), min: Type.Integer(), max: Type.Integer() }),
+    image: Type.Union([Type.String(), Type.Null()]),
+    target: Type.Integer(),
+    ready: Type.Integer(),
+    making: Type.Integer(),
+    mapped: Type.Integer(),
+    createdAt: Type.String(),
+  },
+  { $id: 'Pool' },
+);
+
+export const HostSchema = Type.Object(
+  {
+    id: Type.String(),
+    mac: Type.Union([Type.String(), Type.Null()]),
+    labels: Type.Record(Type.String(), Type.String()),
+    createdAt: Type.String(),
+    mapping: Type.Optional(
+      Type.Union([Type.Null(), Type.Object({ copyId: Type.String(), source: Type.String(), imageId: Type.String(), createdAt: Type.String() })]),
+    ),
+  },
+  { $id: 'Host' },
+);
+
+export const AccessSchema = Type.Union([
+  Type.Object({ kind: Type.Literal('path'), path: Type.String() }),
+  Type.Object({ kind: Type.Literal('nbd'), uri: Type.String(), exportName: Type.String() }),
+]);
+
+export const ProvisionSchema = Type.Object(
+  {
+    hostId: Type.String(),
+    source: Type.String(),
+    image: Type.String(),
+    copyId: Type.String(),
+    access: AccessSchema,
+    outcome: Type.Union([Type.Literal('warm'), Type.Literal('joined'), Type.Literal('cold')]),
+    existing: Type.Boolean(),
+    waitMs: Type.Number(),
+  },
+  { $id: 'Provision' },
+);
+
+export const CopySchema = Type.Object(
+  {
+    id: Type.String(),
+    imageId: Type.String(),
+    pool: Type.Union([Type.String(), Type.Null()]),
+    state: Type.String(),
+    method: Type.Union([Type.String(), Type.Null()]),
+    hostId: Type.Union([Type.String(), Type.Null()]),
+    error: Type.Union([Type.String(), Type.Null()]),
+    createdAt: Type.String(),
+    readyAt: Type.Union([Type.String(), Type.Null()]),
+    copyMs: Type.Union([Type.Integer(), Type.Null()]),
+    progress: Type.Optional(Type.Object({ doneBytes: Type.Integer(), totalBytes: Type.Integer() })),
+  },
+  { $id: 'Copy' },
+);
+
+export const TaskSchema = Type.Object({
+  kind: Type.String(),
+  subject: Type.String(),
+  doneBytes: Type.Integer(),
+  totalBytes: Type.Integer(),
+  startedAt: Type.String(),
+});
+
+export const SourceParam = Type.Object({ source: Type.String({ minLength: 1, maxLength: 80 }) });
+export const HostParam = Type.Object({ id: Type.String({ minLength: 1, maxLength: 63 }) });
+export const RefParam = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 80 }) });
+
+export type ImageBody = Static<typeof ImageSchema>;

@@ -1,0 +1,78 @@
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { InputError, parseDuration, staticPolicy } from '../domain/index.js';
+
+/** Everything `prestage serve` can be told, as given (CLI flags, environment, defaults). */
+export interface RawConfig {
+  dataDir?: string;
+  listen?: string;
+  logLevel?: string;
+  poolDefaultMin?: number;
+  poolDefaultMax?: number;
+  /** Give every newly imported name a static pool with the defaults. */
+  poolAutoCreate?: boolean;
+  copyConcurrency?: number;
+  reflink?: 'auto' | 'never';
+  provisionWaitTimeout?: string | number;
+  drainTimeout?: string | number;
+}
+
+export interface Config {
+  /** Holds state.db, images/, copies/ and tmp/. Default `$PRESTAGE_DATA` or `~/.local/share/prestage`. */
+  readonly dataDir: string;
+  /** Default 127.0.0.1:7480. */
+  readonly listen: { readonly host: string; readonly port: number };
+  /** pino level. Default `info`. */
+  readonly logLevel: string;
+  /** The static pool a newly imported name gets (default min 1, max 8). */
+  readonly poolDefaults: { readonly min: number; readonly max: number };
+  /** Default true. */
+  readonly poolAutoCreate: boolean;
+  /** Copies made at once over all pools. Default 2. */
+  readonly copyConcurrency: number;
+  /** `auto` clones with reflink where the filesystem can, `never` always copies bytes. Default auto. */
+  readonly reflink: 'auto' | 'never';
+  /** How long a provision waits for a copy when no spare is ready. Default 30m. */
+  readonly provisionWaitTimeoutMs: number;
+  /** How long `stop` waits for copies in flight before it stops anyway. Default 10s. */
+  readonly drainTimeoutMs: number;
+}
+
+export const DEFAULT_LISTEN = '127.0.0.1:7480';
+
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.PRESTAGE_DATA ?? join(homedir(), '.local', 'share', 'prestage');
+}
+
+export function parseListen(raw: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):([0-9]{1,5})$/.exec(raw.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new InputError(`--listen: expected HOST:PORT (e.g. 127.0.0.1:7480), got '${raw}'`, { field: 'listen' });
+  return { host: m[1] ?? m[2]!, port };
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Raw input → defaults → checks → one frozen object. */
+export function compileConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env): Config {
+  const logLevel = raw.logLevel ?? env.PRESTAGE_LOG_LEVEL ?? 'info';
+  if (!LEVELS.includes(logLevel)) throw new InputError(`log level must be one of ${LEVELS.join(', ')}`, { field: 'logLevel' });
+  const pool = staticPolicy(raw.poolDefaultMin ?? 1, raw.poolDefaultMax ?? 8);
+  const concurrency = raw.copyConcurrency ?? 2;
+  if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 64) {
+    throw new InputError('copy concurrency must be a whole number from 1 to 64', { field: 'copyConcurrency' });
+  }
+  const reflink = raw.reflink ?? 'auto';
+  if (reflink !== 'auto' && reflink !== 'never') throw new InputError("reflink must be 'auto' or 'never'", { field: 'reflink' });
+  return Object.freeze({
+    dataDir: resolve(raw.dataDir ?? defaultDataDir(env)),
+    listen: Object.freeze(parseListen(raw.listen ?? env.PRESTAGE_LISTEN ?? DEFAULT_LISTEN)),
+    logLevel,
+    poolDefaults: Object.freeze({ min: pool.min, max: pool.max }),
+    poolAutoCreate: raw.poolAutoCreate ?? true,
+    copyConcurrency: concurrency,
+    reflink,
+    provisionWaitTimeoutMs: parseDuration(raw.provisionWaitTimeout ?? '30m', 'provisionWaitTimeout'),
+    drainTimeoutMs: parseDuration(raw.drainTimeout ?? '10s', 'drainTimeout'),
+  });
+}

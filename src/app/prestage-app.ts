@@ -1,0 +1,151 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { pino, type Logger } from 'pino';
+import { buildApi } from '../api/index.js';
+import type { Exporter, Store, VolumeDriver } from '../domain/index.js';
+import { FileDriver } from '../drivers/index.js';
+import { LocalPathExporter } from '../exporters/index.js';
+import { Replenisher } from '../pool/index.js';
+import { HostService, ImageService, PoolService, ProvisioningService, reconcile, type ReconcileReport } from '../service/index.js';
+import { openSqliteStore } from '../store/index.js';
+import type { Config } from './config.js';
+import { VERSION } from './version.js';
+
+export type AppState = 'INITIALIZED' | 'STARTING' | 'RUNNING' | 'STOPPING' | 'STOPPED' | 'FAILED';
+
+/**
+ * The composition root: the one place that knows every concrete implementation. `start`
+ * opens the store, reconciles, re-exports every mapping, starts the replenisher and listens;
+ * `stop` undoes it in reverse through one registry of shutdown hooks.
+ */
+export class PrestageApp {
+  private stateValue: AppState = 'INITIALIZED';
+  private readonly shutdownHooks: { name: string; run: () => Promise<void> }[] = [];
+  private httpValue: FastifyInstance | undefined;
+  private replenisherValue: Replenisher | undefined;
+  private storeValue: Store | undefined;
+  private reconcileValue: ReconcileReport | undefined;
+  readonly logger: Logger;
+
+  constructor(
+    readonly config: Config,
+    logger?: Logger,
+  ) {
+    this.logger = logger ?? pino({ level: config.logLevel });
+  }
+
+  get state(): AppState {
+    return this.stateValue;
+  }
+
+  get http(): FastifyInstance {
+    if (!this.httpValue) throw new Error('the app is not started');
+    return this.httpValue;
+  }
+
+  get replenisher(): Replenisher {
+    if (!this.replenisherValue) throw new Error('the app is not started');
+    return this.replenisherValue;
+  }
+
+  get store(): Store {
+    if (!this.storeValue) throw new Error('the app is not started');
+    return this.storeValue;
+  }
+
+  get reconcileReport(): ReconcileReport | undefined {
+    return this.reconcileValue;
+  }
+
+  /** The address it listens on (the port is known only after listening when 0 was asked). */
+  get address(): string {
+    const a = this.http.server.address();
+    if (a === null || typeof a === 'string') return String(a);
+    return `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+  }
+
+  private onStop(name: string, run: () => Promise<void>): void {
+    this.shutdownHooks.push({ name, run });
+  }
+
+  async start(opts: { listen?: boolean } = {}): Promise<void> {
+    if (this.stateValue !== 'INITIALIZED') throw new Error(`cannot start from ${this.stateValue}`);
+    this.stateValue = 'STARTING';
+    const { config, logger } = this;
+    try {
+      await mkdir(config.dataDir, { recursive: true });
+      const store = await openSqliteStore({ file: join(config.dataDir, 'state.db') });
+      this.storeValue = store;
+      this.onStop('store', () => store.close());
+      const driver: VolumeDriver = await FileDriver.open({
+        dataDir: config.dataDir,
+        workers: config.copyConcurrency,
+        reflink: config.reflink,
+        logger: logger.child({ component: 'driver' }),
+      });
+      this.onStop('driver', () => driver.close());
+      const exporter: Exporter = new LocalPathExporter();
+      this.onStop('exporter', () => exporter.close());
+
+      this.reconcileValue = await reconcile(store, driver, logger);
+
+      const replenisher = new Replenisher({ store, driver, logger: logger.child({ component: 'replenisher' }), concurrency: config.copyConcurrency });
+      this.replenisherValue = replenisher;
+      this.onStop('replenisher', () => replenisher.drain(config.drainTimeoutMs));
+      const provisioning = new ProvisioningService({
+        store,
+        driver,
+        exporter,
+        replenisher,
+        logger: logger.child({ component: 'provisioning' }),
+        waitTimeoutMs: config.provisionWaitTimeoutMs,
+      });
+      const reexported = await provisioning.exportAll();
+      logger.info({ mappings: reexported }, 'mappings exported');
+
+      const http = await buildApi({
+        store,
+        images: new ImageService({ store, driver, replenisher, logger, defaultPool: config.poolAutoCreate ? config.poolDefaults : null }),
+        hosts: new HostService(store),
+        pools: new PoolService(store, replenisher, config.poolDefaults),
+        provisioning,
+        replenisher,
+        logger: logger.child({ component: 'api' }),
+        info: { version: VERSION, dataDir: config.dataDir, driver: driver.name, exporter: exporter.name },
+      });
+      this.httpValue = http;
+      this.onStop('http', () => http.close());
+      replenisher.start();
+      if (opts.listen !== false) {
+        await http.listen({ host: config.listen.host, port: config.listen.port });
+        logger.info({ address: this.address, dataDir: config.dataDir }, 'prestage is serving');
+      } else {
+        await http.ready();
+      }
+      this.stateValue = 'RUNNING';
+    } catch (e) {
+      this.stateValue = 'FAILED';
+      await this.runShutdownHooks();
+      throw e;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stateValue === 'STOPPED' || this.stateValue === 'STOPPING') return;
+    this.stateValue = 'STOPPING';
+    await this.runShutdownHooks();
+    this.stateValue = 'STOPPED';
+  }
+
+  private async runShutdownHooks(): Promise<void> {
+    // Reverse order of start: stop taking requests, let copies finish, then close adapters.
+    for (const hook of this.shutdownHooks.splice(0).reverse()) {
+      try {
+        await hook.run();
+      } catch (err) {
+        this.logger.error({ err, hook: hook.name }, 'shutdown hook failed');
+      }
+    }
+  }
+}

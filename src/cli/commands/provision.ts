@@ -1,0 +1,80 @@
+import { Command, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { seg } from '../client.js';
+import type { CliContext } from '../context.js';
+import { json, keyValues, ms } from '../format.js';
+import { ByteBar, pollWhile } from '../progress.js';
+import type { CopyReply, ImageReply, ProvisionReply, ReleaseReply } from '../replies.js';
+
+/** A warm provision answers in milliseconds; a bar only for one that waits for a copy. */
+const BAR_AFTER_MS = 300;
+const POLL_MS = 200;
+
+/** How the host reaches its copy, as one `key value` pair. */
+export function accessLine(p: ProvisionReply): readonly [string, string] {
+  switch (p.access.kind) {
+    case 'path':
+      return ['path', p.access.path];
+    case 'nbd':
+      return ['nbd', `${p.access.uri} (export ${p.access.exportName})`];
+  }
+}
+
+/** Draws the copy the waiting provision is most likely to get: the furthest along of its image. */
+function copyProgress(ctx: CliContext, source: string): { tick: () => Promise<void>; bar: ByteBar } {
+  // A copy's byte count includes its verification pass, so only the share done is shown.
+  const bar = new ByteBar(ctx, false);
+  let imageId: string | undefined;
+  const tick = async () => {
+    imageId ??= (await ctx.client.get<ImageReply>(`/v1/images/${seg(source)}`)).id;
+    const copies = (await ctx.client.get<CopyReply[]>('/v1/copies?state=making')).filter((c) => c.imageId === imageId && c.progress);
+    const best = copies.reduce<CopyReply | undefined>((a, c) => (!a || fraction(c) > fraction(a) ? c : a), undefined);
+    if (best?.progress && best.progress.totalBytes > 0) {
+      bar.update(best.progress.doneBytes, best.progress.totalBytes, `waiting for a copy of ${source}${copies.length > 1 ? ` (${copies.length} in flight)` : ''}`);
+    }
+  };
+  return { tick, bar };
+}
+
+const fraction = (c: CopyReply) => (c.progress && c.progress.totalBytes > 0 ? c.progress.doneBytes / c.progress.totalBytes : 0);
+
+export function provisionCommand(ctx: CliContext): CommandUnknownOpts {
+  return new Command('provision')
+    .description('map a copy of SOURCE to HOST: a ready spare at once, else the next copy made')
+    .argument('<host>', 'host id')
+    .argument('<source>', 'NAME (the latest version) or NAME@N')
+    .option('--json', 'print the raw JSON reply')
+    .action(async (hostId, source, opts) => {
+      const pending = ctx.client.post<ProvisionReply>(`/v1/hosts/${seg(hostId)}/provision`, { source }, { patient: true });
+      const { tick, bar } = copyProgress(ctx, source);
+      const polling = ctx.interactive ? pollWhile(pending, tick, POLL_MS, BAR_AFTER_MS) : Promise.resolve();
+      let p: ProvisionReply;
+      try {
+        p = await pending;
+      } finally {
+        await polling;
+        bar.stop();
+      }
+      if (opts.json) return ctx.out(json(p));
+      ctx.out(
+        keyValues([
+          ['host', p.hostId],
+          ['image', p.image],
+          ['copy', p.copyId],
+          ['outcome', p.existing ? `${p.outcome} (already mapped)` : p.outcome],
+          ['wait', ms(p.waitMs)],
+          accessLine(p),
+        ]),
+      );
+    });
+}
+
+export function releaseCommand(ctx: CliContext): CommandUnknownOpts {
+  return new Command('release')
+    .description("unmap HOST's copy and remove it")
+    .argument('<host>', 'host id')
+    .option('--json', 'print the raw JSON reply')
+    .action(async (hostId, opts) => {
+      const r = await ctx.client.post<ReleaseReply>(`/v1/hosts/${seg(hostId)}/release`);
+      ctx.out(opts.json ? json(r) : `released ${r.hostId} (copy ${r.copyId})`);
+    });
+}

@@ -1,0 +1,75 @@
+import { Command, Option, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { UnavailableError, errnoCode } from '../../domain/index.js';
+import { count, positive } from '../args.js';
+import type { CliContext } from '../context.js';
+
+/** After the app stopped, whatever still holds the event loop open gets this long. */
+const EXIT_GRACE_MS = 3000;
+
+/** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */
+function firstSignal(ctx: CliContext): { signal: Promise<NodeJS.Signals>; dispose: () => void } {
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+  let received: NodeJS.Signals | undefined;
+  let resolve!: (s: NodeJS.Signals) => void;
+  const signal = new Promise<NodeJS.Signals>((r) => (resolve = r));
+  const onSignal = (s: NodeJS.Signals) => {
+    if (received === undefined) {
+      received = s;
+      ctx.err(`prestage: ${s}, stopping (send it again to stop at once)`);
+      resolve(s);
+      return;
+    }
+    ctx.err(`prestage: ${s} again, exiting without a clean stop`);
+    process.exit(130);
+  };
+  for (const s of signals) process.on(s, onSignal);
+  return { signal, dispose: () => signals.forEach((s) => process.off(s, onSignal)) };
+}
+
+export function serveCommand(ctx: CliContext): CommandUnknownOpts {
+  return new Command('serve')
+    .description('run the prestage server: API, replenisher and exporter over one data directory')
+    .option('--data <dir>', 'data directory (default $PRESTAGE_DATA or ~/.local/share/prestage)')
+    .option('--listen <host:port>', 'address of the HTTP API (default $PRESTAGE_LISTEN or 127.0.0.1:7480)')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default $PRESTAGE_LOG_LEVEL or info)')
+    .option('--pool-min <n>', 'min spares of the pool a newly imported name gets (default 1)', count)
+    .option('--pool-max <n>', 'max spares of that pool (default 8)', count)
+    .option('--copy-concurrency <n>', 'copies made at once over all pools (default 2)', positive)
+    .addOption(new Option('--reflink <mode>', 'clone with reflink where the filesystem can (auto) or always copy bytes (never)').choices(['auto', 'never'] as const))
+    .action(async (opts) => {
+      // Loaded here so client commands do not pay for the server's modules.
+      const { PrestageApp, compileConfig } = await import('../../app/index.js');
+      const config = compileConfig(
+        {
+          dataDir: opts.data,
+          listen: opts.listen,
+          logLevel: opts.logLevel,
+          poolDefaultMin: opts.poolMin,
+          poolDefaultMax: opts.poolMax,
+          copyConcurrency: opts.copyConcurrency,
+          reflink: opts.reflink,
+        },
+        ctx.io.env,
+      );
+      const app = new PrestageApp(config);
+      const { signal, dispose } = firstSignal(ctx);
+      try {
+        try {
+          await app.start();
+        } catch (e) {
+          const code = errnoCode(e);
+          const listen = `${config.listen.host}:${config.listen.port}`;
+          if (code === 'EADDRINUSE') throw new UnavailableError(`cannot listen on ${listen}: the address is in use (another prestage serve?)`, {}, { cause: e });
+          if (code === 'EACCES' || code === 'EADDRNOTAVAIL') throw new UnavailableError(`cannot listen on ${listen}: ${code}`, {}, { cause: e });
+          throw e;
+        }
+        ctx.err(`prestage serving on http://${app.address} (data ${config.dataDir})`);
+        await signal;
+        await app.stop();
+        ctx.err('prestage stopped');
+      } finally {
+        dispose();
+      }
+      setTimeout(() => process.exit(), EXIT_GRACE_MS).unref();
+    });
+}

@@ -1,0 +1,95 @@
+/**
+ * The shapes of the API's replies as this client reads them. The CLI sits beside the API,
+ * not on it, so these mirror `src/api/schemas.ts` instead of importing it.
+ */
+
+export interface ImageReply {
+  readonly id: string;
+  readonly name: string;
+  readonly version: number;
+  readonly ref: string;
+  readonly sha256: string;
+  readonly sizeBytes: number;
+  readonly volume: string;
+  readonly state: string;
+  readonly createdAt: string;
+}
+
+export interface PoolReply {
+  readonly source: string;
+  readonly policy: { readonly kind: string; readonly min: number; readonly max: number };
+  readonly image: string | null;
+  readonly target: number;
+  readonly ready: number;
+  readonly making: number;
+  readonly mapped: number;
+  readonly createdAt: string;
+}
+
+export interface MappingReply {
+  readonly copyId: string;
+  readonly source: string;
+  readonly imageId: string;
+  readonly createdAt: string;
+}
+
+export interface HostReply {
+  readonly id: string;
+  readonly mac: string | null;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly createdAt: string;
+  readonly mapping?: MappingReply | null;
+}
+
+export type AccessReply = { readonly kind: 'path'; readonly path: string } | { readonly kind: 'nbd'; readonly uri: string; readonly exportName: string };
+
+export interface ProvisionReply {
+  readonly hostId: string;
+  readonly source: string;
+  readonly image: string;
+  readonly copyId: string;
+  readonly access: AccessReply;
+  readonly outcome: 'warm' | 'joined' | 'cold';
+  readonly existing: boolean;
+  readonly waitMs: number;
+}
+
+export interface ReleaseReply {
+  readonly hostId: string;
+  readonly copyId: string;
+}
+
+export interface Progress {
+  readonly doneBytes: number;
+  readonly totalBytes: number;
+}
+
+export interface CopyReply {
+  readonly id: string;
+  readonly imageId: string;
+  readonly pool: string | null;
+  readonly state: string;
+  readonly hostId: string | null;
+  readonly createdAt: string;
+  readonly progress?: Progress;
+}
+
+export interface TaskReply extends Progress {
+  readonly kind: string;
+  readonly subject: string;
+  readonly startedAt: string;
+}
+
+export interface StatusReply {
+  readonly version: string;
+  readonly dataDir: string;
+  readonly driver: string;
+  readonly exporter: string;
+  readonly replenisher: string;
+  readonly images: number;
+  readonly hosts: number;
+  readonly mapped: number;
+  readonly waitingProvisions: number;
+  readonly copiesInFlight: readonly ({ readonly copyId: string; readonly imageId: string; readonly pool: string | null } & Progress)[];
+  readonly pools: readonly PoolReply[];
+}

@@ -1,0 +1,120 @@
+/**
+ * The narrow interfaces the core needs from its adapters. Real implementations are wired in
+ * `app/`; tests of the layers above may swap them.
+ */
+import type { Access, Copy, CopyMethod, CopyState, EventRecord, Host, Image, Mapping, Pool, PoolPolicy } from './types.js';
+
+export interface Progress {
+  readonly doneBytes: number;
+  readonly totalBytes: number;
+}
+export type ProgressListener = (p: Progress) => void;
+
+export interface ImportedVolume {
+  readonly sha256: string;
+  readonly sizeBytes: number;
+  readonly volume: string;
+  /** The format the file came in (a qcow2 is converted to raw). */
+  readonly format: 'raw' | 'qcow2';
+}
+
+export interface MadeCopy {
+  readonly method: CopyMethod;
+  readonly durationMs: number;
+  readonly allocatedBytes: number;
+}
+
+/** How volumes are stored and copied. Every volume it makes is complete, flushed and verified. */
+export interface VolumeDriver {
+  readonly name: string;
+  /**
+   * Reads an image file, hashes it while storing it content-addressed and sealed read-only.
+   * Throws BadImageError for unreadable or truncated files, NoSpaceError when the disk is full;
+   * leaves nothing behind on failure.
+   */
+  importImage(path: string, onProgress?: ProgressListener): Promise<ImportedVolume>;
+  /** Where the copy with this id will live (known before it is made, so a crash can be reconciled). */
+  copyVolumeFor(copyId: string): string;
+  /** Makes a verified copy of an image's volume at `copyVolumeFor(copyId)`. */
+  makeCopy(image: Pick<Image, 'volume' | 'sha256' | 'sizeBytes'>, copyId: string, onProgress?: ProgressListener): Promise<MadeCopy>;
+  /** Removes a copy's volume, complete or partial; absent is fine. */
+  removeCopy(copyId: string): Promise<void>;
+  /** Removes an image volume that no row refers to. */
+  removeImage(volume: string): Promise<void>;
+  volumeExists(volume: string): Promise<boolean>;
+  /** Every copy volume on disk, complete or partial, by copy id (for reconcile). */
+  listCopyVolumes(): Promise<readonly { copyId: string; volume: string; partial: boolean }[]>;
+  /** Every image volume on disk (for reconcile). */
+  listImageVolumes(): Promise<readonly string[]>;
+  close(): Promise<void>;
+}
+
+/** How a mapped copy reaches its host. A spare or an image is never exported. */
+export interface Exporter {
+  readonly name: string;
+  export(mapping: Mapping, copy: Copy): Promise<Access>;
+  unexport(hostId: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface Clock {
+  now(): number;
+}
+
+export interface NewEvent {
+  readonly type: string;
+  readonly subject: string;
+  readonly data?: Record<string, unknown>;
+}
+
+/** Counts of copies of one image in one pool (or of an image over every pool when pool is undefined). */
+export interface CopyCounts {
+  readonly ready: number;
+  readonly making: number;
+  readonly mapped: number;
+}
+
+/** The state store. Every method is atomic; claims never hand out one copy twice. */
+export interface Store {
+  // images
+  nextImageVersion(name: string): Promise<number>;
+  insertImage(image: Image, event: NewEvent): Promise<void>;
+  getImage(id: string): Promise<Image | undefined>;
+  findImage(name: string, version: number | null): Promise<Image | undefined>;
+  listImages(): Promise<Image[]>;
+  setImageState(id: string, state: Image['state'], event: NewEvent): Promise<void>;
+  /** Deletes an image row; refuses (ConflictError) while copies of it or pools pinned to it exist. */
+  deleteImage(id: string, event: NewEvent): Promise<void>;
+
+  // pools
+  upsertPool(source: string, policy: PoolPolicy, event: NewEvent): Promise<Pool>;
+  getPool(source: string): Promise<Pool | undefined>;
+  listPools(): Promise<Pool[]>;
+  deletePool(source: string, event: NewEvent): Promise<void>;
+
+  // copies
+  insertCopy(copy: Copy): Promise<void>;
+  getCopy(id: string): Promise<Copy | undefined>;
+  listCopies(filter?: { state?: CopyState; imageId?: string; pool?: string | null }): Promise<Copy[]>;
+  countCopies(imageId: string, pool?: string | null): Promise<CopyCounts>;
+  /** Moves a copy along the state machine if it is in `from`; returns false when it was not. */
+  moveCopy(id: string, from: CopyState, to: CopyState, patch?: Partial<Pick<Copy, 'method' | 'error' | 'readyAt' | 'copyMs'>>, event?: NewEvent): Promise<boolean>;
+  /** One transaction: take the oldest ready copy of the image (or the given copy) and map it to the host. */
+  claim(args: { hostId: string; imageId: string; source: string; copyId?: string; at: string }, event: NewEvent): Promise<{ copy: Copy; mapping: Mapping } | undefined>;
+  /** One transaction: drop the mapping and move its copy to releasing. */
+  unmap(hostId: string, event: NewEvent): Promise<Copy | undefined>;
+
+  // hosts and mappings
+  insertHost(host: Host, event: NewEvent): Promise<void>;
+  getHost(id: string): Promise<Host | undefined>;
+  listHosts(): Promise<Host[]>;
+  deleteHost(id: string, event: NewEvent): Promise<void>;
+  getMapping(hostId: string): Promise<Mapping | undefined>;
+  listMappings(): Promise<Mapping[]>;
+
+  // events
+  appendEvent(event: NewEvent): Promise<void>;
+  listEvents(opts?: { afterSeq?: number; limit?: number }): Promise<EventRecord[]>;
+
+  close(): Promise<void>;
+}

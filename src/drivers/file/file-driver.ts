@@ -1,0 +1,315 @@
+/**
+ * The file volume driver: volumes are plain files under one data directory.
+ *
+ *   DATA/images/<sha256>.raw          golden images, content-addressed, sealed 0444
+ *   DATA/copies/<copyId>.raw          finished copies (complete, flushed, verified)
+ *   DATA/copies/<copyId>.raw.partial  copies being made (or left by a crash: reconcile removes them)
+ *   DATA/tmp/                         imports and qcow2 conversions in progress
+ *
+ * Copies are reflinks where the filesystem shares blocks (XFS reflink=1, btrfs) and sparse,
+ * in-kernel copies elsewhere. The heavy work runs in worker threads (copy-worker.ts).
+ */
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import {
+  BadImageError,
+  ConflictError,
+  InputError,
+  NoSpaceError,
+  NotFoundError,
+  PrestageError,
+  UnavailableError,
+  errnoCode,
+  type Image,
+  type ImportedVolume,
+  type MadeCopy,
+  type ProgressListener,
+  type VolumeDriver,
+} from '../../domain/index.js';
+import { CopyWorkers } from './copy-workers.js';
+import { VERIFY_FAILED, type Job, type JobResults } from './jobs.js';
+
+export interface FileDriverOptions {
+  readonly dataDir: string;
+  /** Copy worker threads (default 2). */
+  readonly workers?: number;
+  /**
+   * 'auto' clones (FICLONE) where the filesystem can; 'never' always runs the byte copy, though on
+   * XFS/btrfs the kernel may still share blocks inside copy_file_range.
+   */
+  readonly reflink?: 'auto' | 'never';
+  readonly logger?: Logger;
+}
+
+/** A finished copy, with how it was checked (a reflink by sampling, a byte copy by sha256). */
+export interface FileCopy extends MadeCopy {
+  readonly verified: 'full' | 'sample';
+}
+
+const QCOW2_MAGIC = Buffer.from('QFI\xfb', 'latin1');
+const IMAGE_NAME = /^[0-9a-f]{64}\.raw$/;
+/** Copy ids become file names: no separators, no dot files, nothing a shell would trip on. */
+const COPY_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);
+
+interface Run {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs qemu-img without blocking; a non-zero exit is a result, a missing binary is an error. */
+function qemuImg(args: readonly string[]): Promise<Run> {
+  return new Promise((resolvePromise, reject) => {
+    execFile('qemu-img', args, { maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== 'number') {
+        const cause: Error = err;
+        reject(errnoCode(err) === 'ENOENT' ? new UnavailableError('qemu-img is not installed (apt-get install qemu-utils)', {}, { cause }) : cause);
+      } else {
+        resolvePromise({ code: err ? Number(err.code) : 0, stdout, stderr });
+      }
+    });
+  });
+}
+
+/** qemu-img's own explanation: its error lines, or its summary when it has none. */
+function qemuMessage(run: Run): string {
+  const lines = `${run.stderr}\n${run.stdout}`.split('\n').map((l) => l.trim()).filter(Boolean);
+  const first = lines.find((l) => /error|could not|failed/i.test(l)) ?? lines[0] ?? `exit code ${run.code}`;
+  const summary = lines.find((l) => /errors were found/i.test(l));
+  return summary && summary !== first ? `${first} (${summary})` : first;
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fs.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export class FileDriver implements VolumeDriver {
+  readonly name = 'file';
+  private readonly imagesDir: string;
+  private readonly copiesDir: string;
+  private readonly tmpDir: string;
+  /** Temp files our jobs are writing, removed on close() if a job is cut short. */
+  private readonly inFlight = new Set<string>();
+
+  private constructor(
+    readonly dataDir: string,
+    private readonly workers: CopyWorkers,
+    private readonly reflink: 'auto' | 'never',
+    private readonly logger: Logger | undefined,
+  ) {
+    this.imagesDir = join(dataDir, 'images');
+    this.copiesDir = join(dataDir, 'copies');
+    this.tmpDir = join(dataDir, 'tmp');
+  }
+
+  static async open(opts: FileDriverOptions): Promise<FileDriver> {
+    const dataDir = resolve(opts.dataDir);
+    const probe = join(dataDir, 'tmp', `.probe-${randomUUID()}`);
+    try {
+      for (const sub of ['images', 'copies', 'tmp']) await fs.mkdir(join(dataDir, sub), { recursive: true });
+      await fs.writeFile(probe, '');
+      await fs.unlink(probe);
+    } catch (e) {
+      throw new InputError(`data directory ${dataDir} is not usable: ${e instanceof Error ? e.message : String(e)}`, { dataDir }, { cause: e });
+    }
+    const workers = new CopyWorkers({ size: opts.workers ?? 2, logger: opts.logger });
+    return new FileDriver(dataDir, workers, opts.reflink ?? 'auto', opts.logger);
+  }
+
+  async importImage(path: string, onProgress?: ProgressListener): Promise<ImportedVolume> {
+    const t0 = performance.now();
+    const source = resolve(path);
+    const format = await this.inspect(source);
+    let converted: string | undefined;
+    const tmp = this.tmpPath('import');
+    try {
+      let raw = source;
+      if (format === 'qcow2') {
+        converted = this.tmpPath('convert.raw');
+        await this.qcow2ToRaw(source, converted);
+        raw = converted;
+      }
+      const r = await this.runJob(tmp, { kind: 'import', source: raw, tmp }, onProgress);
+      const volume = join(this.imagesDir, `${r.sha256}.raw`);
+      // link() never replaces: if these bytes are already stored, the sealed file stays as it is.
+      try {
+        await fs.link(tmp, volume);
+        await fsyncDir(this.imagesDir);
+      } catch (e) {
+        if (errnoCode(e) !== 'EEXIST') throw e;
+        this.logger?.info({ sha256: r.sha256, source }, 'image already stored, reusing it');
+      }
+      this.logger?.info({ sha256: r.sha256, sizeBytes: r.sizeBytes, allocatedBytes: r.allocatedBytes, format, ms: Math.round(performance.now() - t0) }, 'image imported');
+      return { sha256: r.sha256, sizeBytes: r.sizeBytes, volume, format };
+    } catch (e) {
+      const code = errnoCode(e);
+      if (code === 'ENOENT' || code === 'EIO') throw new BadImageError(`cannot read ${source}: ${code}`, { path: source }, { cause: e });
+      throw this.failure(e, `import of ${source}`, { path: source });
+    } finally {
+      await fs.rm(tmp, { force: true });
+      if (converted) await fs.rm(converted, { force: true });
+    }
+  }
+
+  copyVolumeFor(copyId: string): string {
+    if (!COPY_ID.test(copyId)) throw new InputError(`invalid copy id '${copyId}'`, { copyId });
+    return join(this.copiesDir, `${copyId}.raw`);
+  }
+
+  async makeCopy(image: Pick<Image, 'volume' | 'sha256' | 'sizeBytes'>, copyId: string, onProgress?: ProgressListener): Promise<FileCopy> {
+    const target = this.copyVolumeFor(copyId);
+    const tmp = `${target}.partial`;
+    if (this.inFlight.has(tmp)) throw new ConflictError(`copy ${copyId} is already being made`, { copyId });
+    try {
+      const r = await this.runJob(
+        tmp,
+        { kind: 'copy', source: image.volume, tmp, target, expectSha256: image.sha256, sizeBytes: image.sizeBytes, reflink: this.reflink, verify: 'auto' },
+        onProgress,
+      );
+      this.logger?.info({ copyId, ...r }, 'copy made');
+      return { method: r.method, durationMs: r.durationMs, allocatedBytes: r.allocatedBytes, verified: r.verified };
+    } catch (e) {
+      const code = errnoCode(e);
+      if (code === 'ENOENT' && !(await this.volumeExists(image.volume))) throw new NotFoundError('volume', image.volume, { cause: e });
+      if (code === 'EEXIST') throw new ConflictError(`copy ${copyId} already exists (complete or partial); remove it first`, { copyId }, { cause: e });
+      throw this.failure(e, `copy ${copyId}`, { copyId, volume: image.volume });
+    }
+  }
+
+  async removeCopy(copyId: string): Promise<void> {
+    const target = this.copyVolumeFor(copyId);
+    await fs.rm(`${target}.partial`, { force: true });
+    await fs.rm(target, { force: true });
+  }
+
+  async removeImage(volume: string): Promise<void> {
+    await fs.rm(this.imagePath(volume), { force: true });
+  }
+
+  async volumeExists(volume: string): Promise<boolean> {
+    try {
+      await fs.stat(volume);
+      return true;
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return false;
+      throw e;
+    }
+  }
+
+  async listCopyVolumes(): Promise<readonly { copyId: string; volume: string; partial: boolean }[]> {
+    const out: { copyId: string; volume: string; partial: boolean }[] = [];
+    for (const name of await fs.readdir(this.copiesDir)) {
+      const m = /^(.+)\.raw(\.partial)?$/.exec(name);
+      if (m && COPY_ID.test(m[1]!)) out.push({ copyId: m[1]!, volume: join(this.copiesDir, name), partial: m[2] !== undefined });
+    }
+    return out;
+  }
+
+  async listImageVolumes(): Promise<readonly string[]> {
+    return (await fs.readdir(this.imagesDir)).filter((n) => IMAGE_NAME.test(n)).map((n) => join(this.imagesDir, n));
+  }
+
+  /** Stops the workers; anything they were writing is removed (a copy cut short is never complete). */
+  async close(): Promise<void> {
+    await this.workers.close();
+    await Promise.all([...this.inFlight].map((p) => fs.rm(p, { force: true })));
+    this.inFlight.clear();
+  }
+
+  /** Runs a worker job that writes `tmp`, remembering the file until the job has settled. */
+  private async runJob<J extends Job>(tmp: string, job: J, onProgress?: ProgressListener): Promise<JobResults[J['kind']]> {
+    this.inFlight.add(tmp);
+    try {
+      return await this.workers.run(job, onProgress);
+    } finally {
+      this.inFlight.delete(tmp);
+    }
+  }
+
+  private tmpPath(suffix: string): string {
+    return join(this.tmpDir, `${randomUUID()}.${suffix}`);
+  }
+
+  /** Only our own image files may be removed, whatever locator a caller hands in. */
+  private imagePath(volume: string): string {
+    const path = resolve(volume);
+    if (resolve(path, '..') !== this.imagesDir || !IMAGE_NAME.test(path.slice(this.imagesDir.length + 1))) {
+      throw new InputError(`'${volume}' is not an image volume of this driver`, { volume });
+    }
+    return path;
+  }
+
+  /** Checks an image file can be imported at all; returns its format. */
+  private async inspect(path: string): Promise<'raw' | 'qcow2'> {
+    const bad = (why: string, e?: unknown): BadImageError => new BadImageError(`${path}: ${why}`, { path }, { cause: e });
+    let size: number;
+    const magic = Buffer.alloc(4);
+    try {
+      const st = await fs.stat(path);
+      if (!st.isFile()) throw bad('not a regular file');
+      if (st.size === 0) throw bad('the file is empty');
+      size = st.size;
+      const fh = await fs.open(path, 'r');
+      try {
+        await fh.read(magic, 0, 4, 0);
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      if (e instanceof BadImageError) throw e;
+      const code = errnoCode(e);
+      throw bad(code === 'ENOENT' ? 'no such file' : `cannot read it (${code ?? String(e)})`, e);
+    }
+    if (magic.equals(QCOW2_MAGIC)) return 'qcow2';
+    if (size % 512 !== 0) throw bad(`${size} bytes is not a multiple of 512: the file looks truncated`);
+    return 'raw';
+  }
+
+  /** Checks a qcow2 and converts it to a sparse raw file at `out`. */
+  private async qcow2ToRaw(path: string, out: string): Promise<void> {
+    const bad = (why: string): BadImageError => new BadImageError(`${path}: ${why}`, { path });
+    // Exit 0: clean; 3: only leaked clusters, which waste space but lose no data.
+    const check = await qemuImg(['check', '-f', 'qcow2', path]);
+    if (check.code !== 0 && check.code !== 3) throw bad(`qemu-img check: ${qemuMessage(check)}`);
+
+    // A backing or external data file would pull in bytes from outside the file we were given.
+    const info = await qemuImg(['info', '--output=json', '-f', 'qcow2', path]);
+    if (info.code !== 0) throw bad(`qemu-img info: ${qemuMessage(info)}`);
+    const parsed = JSON.parse(info.stdout) as { 'backing-filename'?: string; 'format-specific'?: { data?: { 'data-file'?: string } } };
+    if (parsed['backing-filename'] !== undefined) throw bad(`it has a backing file (${parsed['backing-filename']}); import a flattened image`);
+    if (parsed['format-specific']?.data?.['data-file'] !== undefined) throw bad('it uses an external data file; import a flattened image');
+
+    this.inFlight.add(out);
+    try {
+      const conv = await qemuImg(['convert', '-f', 'qcow2', '-O', 'raw', path, out]);
+      if (conv.code === 0) return;
+      const message = qemuMessage(conv);
+      if (/no space left|disk quota/i.test(conv.stderr)) throw new NoSpaceError(`converting ${path}: ${message}`, { path });
+      throw bad(`qemu-img convert: ${message}`);
+    } finally {
+      this.inFlight.delete(out);
+    }
+  }
+
+  /** Maps a failure to the domain's error family. */
+  private failure(e: unknown, what: string, details: Record<string, unknown>): PrestageError {
+    if (e instanceof PrestageError) return e;
+    const code = errnoCode(e);
+    const message = e instanceof Error ? e.message : String(e);
+    if (code !== undefined && NO_SPACE.has(code)) {
+      return new NoSpaceError(`${what}: no space left in ${this.dataDir}`, { ...details, errno: code }, { cause: e });
+    }
+    if (code === VERIFY_FAILED) return new PrestageError('PRESTAGE_INTERNAL', `${what}: verification failed: ${message}`, details, { cause: e });
+    return new PrestageError('PRESTAGE_INTERNAL', `${what} failed: ${message}`, { ...details, errno: code }, { cause: e });
+  }
+}

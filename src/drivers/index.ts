@@ -1,0 +1,2 @@
+/** The drivers layer's public surface: how volumes are stored and copied. */
+export { FileDriver, type FileDriverOptions, type FileCopy } from './file/file-driver.js';

@@ -1,0 +1,1 @@
+export { LocalPathExporter } from './local-path-exporter.js';

@@ -1,0 +1,2 @@
+export { Replenisher, type ReplenisherOptions, type ReplenisherState, type InFlightCopy } from './replenisher.js';
+export { resolveSource } from './resolve-source.js';

@@ -1,0 +1,259 @@
+import type { Logger } from 'pino';
+import {
+  ConflictError,
+  NotFoundError,
+  UnavailableError,
+  formatSourceSpec,
+  isPrestageError,
+  parseSourceSpec,
+  type Access,
+  type Copy,
+  type Exporter,
+  type Image,
+  type Mapping,
+  type ProvisionOutcome,
+  type Store,
+  type VolumeDriver,
+} from '../domain/index.js';
+import { resolveSource, type Replenisher } from '../pool/index.js';
+
+export interface ProvisionResult {
+  readonly hostId: string;
+  readonly source: string;
+  readonly image: string;
+  readonly copyId: string;
+  readonly access: Access;
+  readonly outcome: ProvisionOutcome;
+  /** True when the host had this mapping already and nothing was claimed. */
+  readonly existing: boolean;
+  readonly waitMs: number;
+}
+
+interface Waiter {
+  readonly hostId: string;
+  readonly source: string;
+  readonly image: Image;
+  readonly startedAt: number;
+  resolve(r: { copy: Copy; mapping: Mapping }): void;
+  reject(e: unknown): void;
+}
+
+export interface ProvisioningOptions {
+  readonly store: Store;
+  readonly driver: VolumeDriver;
+  readonly exporter: Exporter;
+  readonly replenisher: Replenisher;
+  readonly logger: Logger;
+  /** How long a provision may wait for a copy before it gives up. Default 30 minutes. */
+  readonly waitTimeoutMs?: number;
+}
+
+/**
+ * Provision and release. A provision claims a ready spare in one transaction; with none
+ * ready it waits for a copy in flight (joined) or for one made on its demand (cold). Copies
+ * that come ready go to waiters first come, first served.
+ */
+export class ProvisioningService {
+  private readonly waiters = new Map<string, Waiter[]>();
+  /** A host asking twice while its first request waits gets the same answer. */
+  private readonly pending = new Map<string, { source: string; result: Promise<ProvisionResult> }>();
+
+  constructor(private readonly o: ProvisioningOptions) {
+    o.replenisher.on('copy-ready', (copy) => void this.handOff(copy));
+    o.replenisher.on('copy-failed', (imageId, error) => this.failWaiters(imageId, error));
+  }
+
+  async provision(hostId: string, sourceRaw: string): Promise<ProvisionResult> {
+    const started = performance.now();
+    const spec = parseSourceSpec(sourceRaw);
+    const source = formatSourceSpec(spec);
+    const { store } = this.o;
+    if (!(await store.getHost(hostId))) throw new NotFoundError('host', hostId);
+
+    const mapped = await store.getMapping(hostId);
+    if (mapped) return this.existing(mapped, source, started);
+    const inFlight = this.pending.get(hostId);
+    if (inFlight) {
+      if (inFlight.source !== source) throw new ConflictError(`host '${hostId}' is being provisioned from ${inFlight.source}`, { hostId, source: inFlight.source });
+      return { ...(await inFlight.result), existing: true };
+    }
+
+    const image = await resolveSource(store, spec);
+    if (!image) throw new NotFoundError('image', source);
+    if (image.state !== 'ready') throw new UnavailableError(`${image.name}@${image.version} is not available (its volume is ${image.state})`, { image: source });
+
+    const result = this.claimOrWait(hostId, source, image, started);
+    this.pending.set(hostId, { source, result });
+    try {
+      return await result;
+    } finally {
+      this.pending.delete(hostId);
+    }
+  }
+
+  private async claimOrWait(hostId: string, source: string, image: Image, started: number): Promise<ProvisionResult> {
+    const { store, replenisher } = this.o;
+    const at = new Date().toISOString();
+    let claimed: { copy: Copy; mapping: Mapping } | undefined;
+    try {
+      claimed = await store.claim({ hostId, imageId: image.id, source, at }, { type: 'host.mapped', subject: hostId, data: { source, outcome: 'warm' } });
+    } catch (e) {
+      return this.afterClaimRace(hostId, source, started, e);
+    }
+    let outcome: ProvisionOutcome = 'warm';
+    if (claimed) {
+      replenisher.poke();
+    } else {
+      const startedAtMs = Date.now();
+      claimed = await this.wait(hostId, source, image);
+      outcome = Date.parse(claimed.copy.createdAt) < startedAtMs ? 'joined' : 'cold';
+    }
+    const access = await this.exportOrUndo(claimed.mapping, claimed.copy);
+    const waitMs = performance.now() - started;
+    this.o.logger.info({ hostId, copyId: claimed.copy.id, source, outcome, waitMs: Math.round(waitMs * 10) / 10 }, 'provisioned');
+    return { hostId, source, image: `${image.name}@${image.version}`, copyId: claimed.copy.id, access, outcome, existing: false, waitMs };
+  }
+
+  /** Two requests for one host raced to the claim; the database let one win. */
+  private async afterClaimRace(hostId: string, source: string, started: number, e: unknown): Promise<ProvisionResult> {
+    const mapped = await this.o.store.getMapping(hostId);
+    if (!mapped) throw e;
+    return this.existing(mapped, source, started);
+  }
+
+  private async existing(mapping: Mapping, source: string, started: number): Promise<ProvisionResult> {
+    if (mapping.source !== source) {
+      throw new ConflictError(`host '${mapping.hostId}' is provisioned from ${mapping.source}; release it first`, { hostId: mapping.hostId, source: mapping.source });
+    }
+    const copy = await this.o.store.getCopy(mapping.copyId);
+    const image = await this.o.store.getImage(mapping.imageId);
+    if (!copy || copy.state !== 'mapped') {
+      throw new UnavailableError(`the copy of host '${mapping.hostId}' is ${copy?.state ?? 'missing'}; release the host and provision it again`, { hostId: mapping.hostId });
+    }
+    const access = await this.o.exporter.export(mapping, copy);
+    return {
+      hostId: mapping.hostId,
+      source,
+      image: image ? `${image.name}@${image.version}` : mapping.imageId,
+      copyId: copy.id,
+      access,
+      outcome: 'warm',
+      existing: true,
+      waitMs: performance.now() - started,
+    };
+  }
+
+  private wait(hostId: string, source: string, image: Image): Promise<{ copy: Copy; mapping: Mapping }> {
+    return new Promise((resolve, reject) => {
+      const queue = this.waiters.get(image.id) ?? [];
+      this.waiters.set(image.id, queue);
+      const timeoutMs = this.o.waitTimeoutMs ?? 30 * 60_000;
+      const timer = setTimeout(() => {
+        const i = queue.indexOf(w);
+        if (i >= 0) queue.splice(i, 1);
+        reject(new UnavailableError(`no copy of ${source} came ready within ${Math.round(timeoutMs / 1000)} s`, { hostId, source }));
+      }, timeoutMs);
+      const w: Waiter = {
+        hostId,
+        source,
+        image,
+        startedAt: Date.now(),
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e instanceof Error ? e : new Error(String(e)));
+        },
+      };
+      queue.push(w);
+      this.ensureSupply(image.id, source);
+    });
+  }
+
+  /** Every waiter needs one copy in flight; ask for the ones missing. */
+  private ensureSupply(imageId: string, source: string): void {
+    const waiting = this.waiters.get(imageId)?.length ?? 0;
+    const missing = waiting - this.o.replenisher.inFlight(imageId);
+    for (let i = 0; i < missing; i++) this.o.replenisher.requestCopy(imageId, source);
+  }
+
+  private async handOff(copy: Copy): Promise<void> {
+    const queue = this.waiters.get(copy.imageId);
+    const w = queue?.shift();
+    if (!queue || !w) return;
+    try {
+      const claimed = await this.o.store.claim(
+        { hostId: w.hostId, imageId: copy.imageId, source: w.source, copyId: copy.id, at: new Date().toISOString() },
+        { type: 'host.mapped', subject: w.hostId, data: { source: w.source, outcome: Date.parse(copy.createdAt) < w.startedAt ? 'joined' : 'cold' } },
+      );
+      if (claimed) {
+        w.resolve(claimed);
+      } else {
+        // A warm request took this spare first: the waiter keeps its place and gets the next.
+        queue.unshift(w);
+        this.ensureSupply(copy.imageId, w.source);
+      }
+    } catch (e) {
+      w.reject(e);
+    }
+    if (queue.length === 0) this.waiters.delete(copy.imageId);
+    this.o.replenisher.poke();
+  }
+
+  private failWaiters(imageId: string, error: unknown): void {
+    const queue = this.waiters.get(imageId);
+    if (!queue) return;
+    // Waiters beyond the copies still in flight will not be served: tell them why.
+    while (queue.length > this.o.replenisher.inFlight(imageId)) {
+      const w = queue.shift()!;
+      w.reject(isPrestageError(error) ? error : new UnavailableError(`the copy for host '${w.hostId}' failed: ${error instanceof Error ? error.message : String(error)}`, { hostId: w.hostId }, { cause: error }));
+    }
+    if (queue.length === 0) this.waiters.delete(imageId);
+  }
+
+  /** The export failed after the claim: give the copy back to nobody (it is removed) and report. */
+  private async exportOrUndo(mapping: Mapping, copy: Copy): Promise<Access> {
+    try {
+      return await this.o.exporter.export(mapping, copy);
+    } catch (e) {
+      this.o.logger.error({ err: e, hostId: mapping.hostId }, 'export failed; undoing the mapping');
+      await this.release(mapping.hostId).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Unmaps the host, closes its access, deletes its copy; the pool refills. */
+  async release(hostId: string): Promise<{ hostId: string; copyId: string }> {
+    const { store, exporter, driver, replenisher } = this.o;
+    if (!(await store.getHost(hostId))) throw new NotFoundError('host', hostId);
+    const copy = await store.unmap(hostId, { type: 'host.released', subject: hostId });
+    if (!copy) throw new NotFoundError('mapping of host', hostId);
+    await exporter.unexport(hostId);
+    await driver.removeCopy(copy.id);
+    await store.moveCopy(copy.id, 'releasing', 'gone', {}, { type: 'copy.gone', subject: copy.id, data: { reason: 'released', hostId } });
+    replenisher.poke(true);
+    this.o.logger.info({ hostId, copyId: copy.id }, 'released');
+    return { hostId, copyId: copy.id };
+  }
+
+  /** Re-exports every mapping (at start), so hosts find their copies after a restart. */
+  async exportAll(): Promise<number> {
+    let n = 0;
+    for (const m of await this.o.store.listMappings()) {
+      const copy = await this.o.store.getCopy(m.copyId);
+      if (copy?.state !== 'mapped') continue;
+      await this.o.exporter.export(m, copy);
+      n++;
+    }
+    return n;
+  }
+
+  /** Provisions still waiting for a copy, by image id. */
+  waitingCount(): number {
+    let n = 0;
+    for (const q of this.waiters.values()) n += q.length;
+    return n;
+  }
+}

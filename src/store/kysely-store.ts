@@ -1,0 +1,395 @@
+import { Migrator, type Kysely, type Transaction, type Selectable } from 'kysely';
+import {
+  ConflictError,
+  NotFoundError,
+  canMove,
+  type Copy,
+  type CopyCounts,
+  type CopyMethod,
+  type CopyState,
+  type EventRecord,
+  type Host,
+  type Image,
+  type ImageState,
+  type Mapping,
+  type NewEvent,
+  type Pool,
+  type PoolPolicy,
+  type Store,
+} from '../domain/index.js';
+import type { CopiesTable, Database, HostsTable, ImagesTable, MappingsTable, PoolsTable } from './schema.js';
+import { migrationProvider, type SqlDialectName } from './migrations.js';
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+const toImage = (r: Selectable<ImagesTable>): Image => ({
+  id: r.id,
+  name: r.name,
+  version: Number(r.version),
+  sha256: r.sha256,
+  sizeBytes: Number(r.size_bytes),
+  volume: r.volume,
+  state: r.state as ImageState,
+  createdAt: r.created_at,
+});
+
+const toCopy = (r: Selectable<CopiesTable>): Copy => ({
+  id: r.id,
+  imageId: r.image_id,
+  pool: r.pool,
+  state: r.state as CopyState,
+  volume: r.volume,
+  method: r.method as CopyMethod | null,
+  hostId: r.host_id,
+  error: r.error,
+  createdAt: r.created_at,
+  readyAt: r.ready_at,
+  copyMs: r.copy_ms === null ? null : Number(r.copy_ms),
+});
+
+const toPool = (r: Selectable<PoolsTable>): Pool => ({
+  source: r.source,
+  policy: JSON.parse(r.policy) as PoolPolicy,
+  createdAt: r.created_at,
+});
+
+const toHost = (r: Selectable<HostsTable>): Host => ({
+  id: r.id,
+  mac: r.mac,
+  labels: JSON.parse(r.labels) as Record<string, string>,
+  createdAt: r.created_at,
+});
+
+const toMapping = (r: Selectable<MappingsTable>): Mapping => ({
+  hostId: r.host_id,
+  copyId: r.copy_id,
+  source: r.source,
+  imageId: r.image_id,
+  createdAt: r.created_at,
+});
+
+/**
+ * The state store on Kysely: one query code path for every SQL dialect. Each public method
+ * is one transaction, and every change appends its event in that same transaction.
+ */
+export class KyselyStore implements Store {
+  private constructor(
+    private readonly db: Kysely<Database>,
+    private readonly dialect: SqlDialectName,
+    private readonly now: () => string,
+  ) {}
+
+  static async open(db: Kysely<Database>, dialect: SqlDialectName, now: () => string = () => new Date().toISOString()): Promise<KyselyStore> {
+    const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
+    const { error, results } = await migrator.migrateToLatest();
+    const failed = results?.find((r) => r.status === 'Error');
+    if (error !== undefined || failed) {
+      throw new Error(`state store migration failed${failed ? ` at ${failed.migrationName}` : ''}`, { cause: error });
+    }
+    return new KyselyStore(db, dialect, now);
+  }
+
+  private async event(db: Db, e: NewEvent): Promise<void> {
+    await db
+      .insertInto('events')
+      .values({ at: this.now(), type: e.type, subject: e.subject, data: JSON.stringify(e.data ?? {}) })
+      .execute();
+  }
+
+  // images ------------------------------------------------------------------------------
+
+  async nextImageVersion(name: string): Promise<number> {
+    const r = await this.db.selectFrom('images').select((eb) => eb.fn.max('version').as('v')).where('name', '=', name).executeTakeFirst();
+    return Number(r?.v ?? 0) + 1;
+  }
+
+  async insertImage(image: Image, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const clash = await tx.selectFrom('images').select('id').where('name', '=', image.name).where('version', '=', image.version).executeTakeFirst();
+      if (clash) throw new ConflictError(`image ${image.name}@${image.version} exists already`, { name: image.name, version: image.version });
+      await tx
+        .insertInto('images')
+        .values({
+          id: image.id,
+          name: image.name,
+          version: image.version,
+          sha256: image.sha256,
+          size_bytes: image.sizeBytes,
+          volume: image.volume,
+          state: image.state,
+          created_at: image.createdAt,
+        })
+        .execute();
+      await this.event(tx, event);
+    });
+  }
+
+  async getImage(id: string): Promise<Image | undefined> {
+    const r = await this.db.selectFrom('images').selectAll().where('id', '=', id).executeTakeFirst();
+    return r && toImage(r);
+  }
+
+  async findImage(name: string, version: number | null): Promise<Image | undefined> {
+    let q = this.db.selectFrom('images').selectAll().where('name', '=', name);
+    q = version === null ? q.orderBy('version', 'desc').limit(1) : q.where('version', '=', version);
+    const r = await q.executeTakeFirst();
+    return r && toImage(r);
+  }
+
+  async listImages(): Promise<Image[]> {
+    const rows = await this.db.selectFrom('images').selectAll().orderBy('name').orderBy('version').execute();
+    return rows.map(toImage);
+  }
+
+  async setImageState(id: string, state: ImageState, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      await tx.updateTable('images').set({ state }).where('id', '=', id).execute();
+      await this.event(tx, event);
+    });
+  }
+
+  async deleteImage(id: string, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const live = await tx
+        .selectFrom('copies')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('image_id', '=', id)
+        .where('state', 'not in', ['gone', 'failed'])
+        .executeTakeFirstOrThrow();
+      if (Number(live.n) > 0) {
+        throw new ConflictError(`image has ${Number(live.n)} live copies; release the hosts using it and shrink its pools first`, { imageId: id });
+      }
+      await tx.deleteFrom('copies').where('image_id', '=', id).execute();
+      const r = await tx.deleteFrom('images').where('id', '=', id).executeTakeFirst();
+      if (Number(r.numDeletedRows) === 0) throw new NotFoundError('image', id);
+      await this.event(tx, event);
+    });
+  }
+
+  // pools -------------------------------------------------------------------------------
+
+  async upsertPool(source: string, policy: PoolPolicy, event: NewEvent): Promise<Pool> {
+    return this.db.transaction().execute(async (tx) => {
+      const existing = await tx.selectFrom('pools').selectAll().where('source', '=', source).executeTakeFirst();
+      if (existing) {
+        await tx.updateTable('pools').set({ policy: JSON.stringify(policy) }).where('source', '=', source).execute();
+      } else {
+        await tx.insertInto('pools').values({ source, policy: JSON.stringify(policy), created_at: this.now() }).execute();
+      }
+      await this.event(tx, event);
+      return { source, policy, createdAt: existing?.created_at ?? this.now() };
+    });
+  }
+
+  async getPool(source: string): Promise<Pool | undefined> {
+    const r = await this.db.selectFrom('pools').selectAll().where('source', '=', source).executeTakeFirst();
+    return r && toPool(r);
+  }
+
+  async listPools(): Promise<Pool[]> {
+    return (await this.db.selectFrom('pools').selectAll().orderBy('source').execute()).map(toPool);
+  }
+
+  async deletePool(source: string, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const r = await tx.deleteFrom('pools').where('source', '=', source).executeTakeFirst();
+      if (Number(r.numDeletedRows) === 0) throw new NotFoundError('pool', source);
+      await this.event(tx, event);
+    });
+  }
+
+  // copies ------------------------------------------------------------------------------
+
+  async insertCopy(c: Copy): Promise<void> {
+    await this.db
+      .insertInto('copies')
+      .values({
+        id: c.id,
+        image_id: c.imageId,
+        pool: c.pool,
+        state: c.state,
+        volume: c.volume,
+        method: c.method,
+        host_id: c.hostId,
+        error: c.error,
+        created_at: c.createdAt,
+        ready_at: c.readyAt,
+        copy_ms: c.copyMs,
+      })
+      .execute();
+  }
+
+  async getCopy(id: string): Promise<Copy | undefined> {
+    const r = await this.db.selectFrom('copies').selectAll().where('id', '=', id).executeTakeFirst();
+    return r && toCopy(r);
+  }
+
+  async listCopies(filter: { state?: CopyState; imageId?: string; pool?: string | null } = {}): Promise<Copy[]> {
+    let q = this.db.selectFrom('copies').selectAll();
+    if (filter.state !== undefined) q = q.where('state', '=', filter.state);
+    if (filter.imageId !== undefined) q = q.where('image_id', '=', filter.imageId);
+    if (filter.pool !== undefined) q = filter.pool === null ? q.where('pool', 'is', null) : q.where('pool', '=', filter.pool);
+    return (await q.orderBy('created_at').orderBy('id').execute()).map(toCopy);
+  }
+
+  async countCopies(imageId: string, pool?: string | null): Promise<CopyCounts> {
+    let q = this.db
+      .selectFrom('copies')
+      .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('image_id', '=', imageId)
+      .where('state', 'in', ['ready', 'making', 'mapped']);
+    if (pool !== undefined) q = pool === null ? q.where('pool', 'is', null) : q.where('pool', '=', pool);
+    const rows = await q.groupBy('state').execute();
+    const n = (s: string) => Number(rows.find((r) => r.state === s)?.n ?? 0);
+    return { ready: n('ready'), making: n('making'), mapped: n('mapped') };
+  }
+
+  async moveCopy(
+    id: string,
+    from: CopyState,
+    to: CopyState,
+    patch: Partial<Pick<Copy, 'method' | 'error' | 'readyAt' | 'copyMs'>> = {},
+    event?: NewEvent,
+  ): Promise<boolean> {
+    if (!canMove(from, to)) throw new Error(`copy state ${from} → ${to} is not a transition`);
+    return this.db.transaction().execute(async (tx) => {
+      const r = await tx
+        .updateTable('copies')
+        .set({
+          state: to,
+          ...(patch.method !== undefined && { method: patch.method }),
+          ...(patch.error !== undefined && { error: patch.error }),
+          ...(patch.readyAt !== undefined && { ready_at: patch.readyAt }),
+          ...(patch.copyMs !== undefined && { copy_ms: patch.copyMs }),
+        })
+        .where('id', '=', id)
+        .where('state', '=', from)
+        .executeTakeFirst();
+      const moved = Number(r.numUpdatedRows) === 1;
+      if (moved && event) await this.event(tx, event);
+      return moved;
+    });
+  }
+
+  async claim(
+    args: { hostId: string; imageId: string; source: string; copyId?: string; at: string },
+    event: NewEvent,
+  ): Promise<{ copy: Copy; mapping: Mapping } | undefined> {
+    return this.db.transaction().execute(async (tx) => {
+      // The state check inside the UPDATE makes the claim atomic on every dialect: two
+      // claimers of one copy cannot both see it move from ready to mapped.
+      const pick = tx
+        .selectFrom('copies')
+        .select('id')
+        .where('image_id', '=', args.imageId)
+        .where('state', '=', 'ready')
+        .orderBy('ready_at')
+        .orderBy('id')
+        .limit(1);
+      const row = await tx
+        .updateTable('copies')
+        .set({ state: 'mapped', host_id: args.hostId })
+        .where('id', '=', args.copyId ?? pick)
+        .where('state', '=', 'ready')
+        .where('image_id', '=', args.imageId)
+        .returningAll()
+        .executeTakeFirst();
+      if (!row) return undefined;
+      const mapping: Mapping = { hostId: args.hostId, copyId: row.id, source: args.source, imageId: args.imageId, createdAt: args.at };
+      await tx
+        .insertInto('mappings')
+        .values({ host_id: mapping.hostId, copy_id: mapping.copyId, source: mapping.source, image_id: mapping.imageId, created_at: mapping.createdAt })
+        .execute();
+      await this.event(tx, { ...event, data: { ...event.data, copyId: row.id } });
+      return { copy: toCopy(row), mapping };
+    });
+  }
+
+  async unmap(hostId: string, event: NewEvent): Promise<Copy | undefined> {
+    return this.db.transaction().execute(async (tx) => {
+      const m = await tx.selectFrom('mappings').selectAll().where('host_id', '=', hostId).executeTakeFirst();
+      if (!m) return undefined;
+      await tx.deleteFrom('mappings').where('host_id', '=', hostId).execute();
+      const row = await tx
+        .updateTable('copies')
+        .set({ state: 'releasing' })
+        .where('id', '=', m.copy_id)
+        .where('state', 'in', ['mapped', 'failed'])
+        .returningAll()
+        .executeTakeFirst();
+      await this.event(tx, { ...event, data: { ...event.data, copyId: m.copy_id } });
+      return row ? toCopy(row) : (await tx.selectFrom('copies').selectAll().where('id', '=', m.copy_id).executeTakeFirst().then((r) => r && toCopy(r)));
+    });
+  }
+
+  // hosts -------------------------------------------------------------------------------
+
+  async insertHost(host: Host, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const clash = await tx.selectFrom('hosts').select('id').where('id', '=', host.id).executeTakeFirst();
+      if (clash) throw new ConflictError(`host '${host.id}' exists already`, { hostId: host.id });
+      if (host.mac !== null) {
+        const macClash = await tx.selectFrom('hosts').select('id').where('mac', '=', host.mac).executeTakeFirst();
+        if (macClash) throw new ConflictError(`MAC ${host.mac} belongs to host '${macClash.id}' already`, { mac: host.mac });
+      }
+      await tx
+        .insertInto('hosts')
+        .values({ id: host.id, mac: host.mac, labels: JSON.stringify(host.labels), created_at: host.createdAt })
+        .execute();
+      await this.event(tx, event);
+    });
+  }
+
+  async getHost(id: string): Promise<Host | undefined> {
+    const r = await this.db.selectFrom('hosts').selectAll().where('id', '=', id).executeTakeFirst();
+    return r && toHost(r);
+  }
+
+  async listHosts(): Promise<Host[]> {
+    return (await this.db.selectFrom('hosts').selectAll().orderBy('id').execute()).map(toHost);
+  }
+
+  async deleteHost(id: string, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const m = await tx.selectFrom('mappings').select('copy_id').where('host_id', '=', id).executeTakeFirst();
+      if (m) throw new ConflictError(`host '${id}' holds a mapping; release it first`, { hostId: id });
+      const r = await tx.deleteFrom('hosts').where('id', '=', id).executeTakeFirst();
+      if (Number(r.numDeletedRows) === 0) throw new NotFoundError('host', id);
+      await this.event(tx, event);
+    });
+  }
+
+  async getMapping(hostId: string): Promise<Mapping | undefined> {
+    const r = await this.db.selectFrom('mappings').selectAll().where('host_id', '=', hostId).executeTakeFirst();
+    return r && toMapping(r);
+  }
+
+  async listMappings(): Promise<Mapping[]> {
+    return (await this.db.selectFrom('mappings').selectAll().orderBy('host_id').execute()).map(toMapping);
+  }
+
+  // events ------------------------------------------------------------------------------
+
+  async appendEvent(event: NewEvent): Promise<void> {
+    await this.event(this.db, event);
+  }
+
+  async listEvents(opts: { afterSeq?: number; limit?: number } = {}): Promise<EventRecord[]> {
+    const rows = await this.db
+      .selectFrom('events')
+      .selectAll()
+      .where('seq', '>', opts.afterSeq ?? 0)
+      .orderBy('seq')
+      .limit(opts.limit ?? 1000)
+      .execute();
+    return rows.map((r) => ({ seq: Number(r.seq), at: r.at, type: r.type, subject: r.subject, data: JSON.parse(r.data) as Record<string, unknown> }));
+  }
+
+  get dialectName(): SqlDialectName {
+    return this.dialect;
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+  }
+}

@@ -1,0 +1,86 @@
+import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+
+/**
+ * Versioned schema migrations, applied in name order by Kysely's Migrator. Written with the
+ * schema builder so that the PostgreSQL dialect runs the same definitions.
+ */
+export type SqlDialectName = 'sqlite' | 'postgres';
+
+function migrations(dialect: SqlDialectName): Record<string, Migration> {
+  return {
+    '0001_core': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('images')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('version', 'integer', (c) => c.notNull())
+          .addColumn('sha256', 'text', (c) => c.notNull())
+          .addColumn('size_bytes', 'bigint', (c) => c.notNull())
+          .addColumn('volume', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addUniqueConstraint('images_name_version', ['name', 'version'])
+          .execute();
+        await db.schema
+          .createTable('pools')
+          .addColumn('source', 'text', (c) => c.primaryKey())
+          .addColumn('policy', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('hosts')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('mac', 'text')
+          .addColumn('labels', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('copies')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('image_id', 'text', (c) => c.notNull().references('images.id'))
+          .addColumn('pool', 'text')
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('volume', 'text', (c) => c.notNull())
+          .addColumn('method', 'text')
+          .addColumn('host_id', 'text')
+          .addColumn('error', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('ready_at', 'text')
+          .addColumn('copy_ms', 'integer')
+          .execute();
+        await db.schema.createIndex('copies_image_state').on('copies').columns(['image_id', 'state', 'ready_at']).execute();
+        await db.schema.createIndex('copies_state').on('copies').column('state').execute();
+        await db.schema
+          .createTable('mappings')
+          .addColumn('host_id', 'text', (c) => c.primaryKey().references('hosts.id'))
+          // A copy is handed out at most once: the database says so too.
+          .addColumn('copy_id', 'text', (c) => c.notNull().unique().references('copies.id'))
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('image_id', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('events')
+          .addColumn('seq', dialect === 'postgres' ? 'bigserial' : 'integer', (c) =>
+            dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+          )
+          .addColumn('at', 'text', (c) => c.notNull())
+          .addColumn('type', 'text', (c) => c.notNull())
+          .addColumn('subject', 'text', (c) => c.notNull())
+          .addColumn('data', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('events_subject').on('events').column('subject').execute();
+        // An append-only log: the database refuses changes to it.
+        if (dialect === 'sqlite') {
+          await sql`CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(db);
+          await sql`CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(db);
+        }
+      },
+    },
+  };
+}
+
+export function migrationProvider(dialect: SqlDialectName): MigrationProvider {
+  return { getMigrations: () => Promise.resolve(migrations(dialect)) };
+}

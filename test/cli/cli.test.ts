@@ -1,0 +1,376 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { access, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { HTTP_STATUS } from '../../src/api/errors.js';
+import { ApiError, resolveServerUrl } from '../../src/cli/client.js';
+import { EXIT_CODES, exitCodeFor } from '../../src/cli/exit-codes.js';
+import { keyValues, table } from '../../src/cli/format.js';
+import { describeError } from '../../src/cli/main.js';
+import { pollWhile } from '../../src/cli/progress.js';
+import { InputError } from '../../src/domain/index.js';
+import { makeTempDir, sha256File, waitFor, writeRandomFile } from '../helpers/files.js';
+
+const BIN = fileURLToPath(new URL('../../bin/prestage.js', import.meta.url));
+const MiB = 1 << 20;
+
+interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `node bin/prestage.js ARGS` to completion, as a person or a script would. */
+async function prestage(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+/** A port nothing listens on right now: bind port 0, read what the kernel gave, let it go. */
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const addr = srv.address();
+  assert.ok(addr !== null && typeof addr === 'object');
+  srv.close();
+  await once(srv, 'close');
+  return addr.port;
+}
+
+/** The one-line error every failure prints. */
+function assertOneErrorLine(r: Run, pattern: RegExp): void {
+  const lines = r.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `expected one line on stderr, got:\n${r.stderr}`);
+  assert.match(lines[0]!, /^prestage: /);
+  assert.match(lines[0]!, pattern);
+}
+
+function parse<T>(r: Run): T {
+  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+describe('prestage pure parts', () => {
+  it('maps every API error code to one exit code', () => {
+    for (const code of Object.keys(HTTP_STATUS)) assert.ok(code in EXIT_CODES, `${code} has no exit code`);
+    assert.deepEqual(
+      Object.fromEntries(Object.keys(HTTP_STATUS).map((c) => [c, exitCodeFor(c)])),
+      {
+        PRESTAGE_INPUT: 2,
+        PRESTAGE_NOT_FOUND: 3,
+        PRESTAGE_CONFLICT: 4,
+        PRESTAGE_BAD_IMAGE: 5,
+        PRESTAGE_UNAVAILABLE: 7,
+        PRESTAGE_NO_SPACE: 6,
+        PRESTAGE_INTERNAL: 1,
+      },
+    );
+    assert.equal(exitCodeFor('PRESTAGE_UNREACHABLE'), 7);
+    assert.equal(exitCodeFor('SOMETHING_NEW'), 1);
+    assert.deepEqual(describeError(new ApiError('gone', 'PRESTAGE_NOT_FOUND', 404)), { code: 3, message: 'gone' });
+    assert.deepEqual(describeError(new InputError('bad')), { code: 2, message: 'bad' });
+    assert.deepEqual(describeError(new Error('boom')), { code: 1, message: 'boom' });
+  });
+
+  it('aligns tables and key/value lines', () => {
+    const out = table(
+      [
+        { a: 'x', n: 5 },
+        { a: 'longer', n: 12345 },
+      ],
+      [
+        { header: 'NAME', value: (r) => r.a },
+        { header: 'N', value: (r) => String(r.n), align: 'right' },
+      ],
+    );
+    assert.equal(out, 'NAME        N\nx           5\nlonger  12345\n');
+    assert.equal(keyValues([['a', '1'], ['long', '2']]), 'a     1\nlong  2\n');
+  });
+
+  it('reads the server URL from the flag, then PRESTAGE_URL, then the default', () => {
+    assert.equal(resolveServerUrl(undefined, {}).href, 'http://127.0.0.1:7480/');
+    assert.equal(resolveServerUrl(undefined, { PRESTAGE_URL: 'http://h:1' }).href, 'http://h:1/');
+    assert.equal(resolveServerUrl('10.0.0.1:9000', { PRESTAGE_URL: 'http://h:1' }).href, 'http://10.0.0.1:9000/');
+    assert.throws(() => resolveServerUrl('ftp://x', {}), InputError);
+    assert.throws(() => resolveServerUrl('http://', {}), InputError);
+  });
+
+  it('polls until the request settles, and stops right after', async () => {
+    let ticks = 0;
+    const pending = new Promise((r) => setTimeout(r, 250));
+    const started = Date.now();
+    await pollWhile(pending, () => Promise.resolve(void ticks++), 40, 40);
+    const took = Date.now() - started;
+    assert.ok(ticks >= 3 && ticks <= 7, `ticks ${ticks}`);
+    assert.ok(took < 400, `took ${took} ms`);
+    // A rejected request ends the polling too, and failing ticks do not stop it.
+    let failing = 0;
+    await pollWhile(new Promise((_, j) => setTimeout(() => j(new Error('x')), 100)).catch(() => undefined), () => Promise.reject(new Error(String(++failing))), 20, 20);
+    assert.ok(failing >= 2);
+  });
+});
+
+describe('prestage against a running server', () => {
+  let dir: string;
+  let port: number;
+  let server: ChildProcess;
+  let serverErr = '';
+  let env: NodeJS.ProcessEnv;
+  let imagePath: string;
+  let imageSha: string;
+  const cli = (...args: string[]) => prestage(args, env);
+
+  before(async () => {
+    dir = await makeTempDir('prestage-cli-');
+    imagePath = join(dir, 'base.raw');
+    await writeRandomFile(imagePath, 8 * MiB);
+    imageSha = await sha256File(imagePath);
+    port = await freePort();
+    env = { PRESTAGE_URL: `http://127.0.0.1:${port}` };
+    server = spawn(process.execPath, [BIN, 'serve', '--data', join(dir, 'data'), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    server.stderr!.setEncoding('utf8').on('data', (s: string) => (serverErr += s));
+    await waitFor(
+      'prestage serve to answer /healthz',
+      async () => {
+        if (server.exitCode !== null) throw new Error(`prestage serve exited ${server.exitCode}: ${serverErr}`);
+        const res = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined);
+        return res?.ok === true;
+      },
+      30_000,
+      100,
+    );
+  });
+
+  after(async () => {
+    if (server.exitCode === null && server.signalCode === null) {
+      server.kill('SIGKILL');
+      await once(server, 'exit');
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('says where it serves, on one line of stderr', () => {
+    assert.match(serverErr, new RegExp(`^prestage serving on http://127\\.0\\.0\\.1:${port} \\(data ${join(dir, 'data').replaceAll('.', '\\.')}\\)$`, 'm'));
+  });
+
+  it('prints help and its version', async () => {
+    const help = await cli('--help');
+    assert.equal(help.code, 0);
+    for (const cmd of ['serve', 'image', 'pool', 'host', 'provision', 'release', 'status']) assert.match(help.stdout, new RegExp(`^  ${cmd}\\b`, 'm'));
+    const version = await cli('--version');
+    assert.equal(version.code, 0);
+    assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
+  });
+
+  it('imports an image from a relative path and prints only the result when stderr is not a terminal', async () => {
+    const child = spawn(process.execPath, [BIN, 'image', 'import', 'base', 'base.raw', '--json'], { cwd: dir, env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    const [code] = (await once(child, 'close')) as [number];
+    assert.equal(code, 0, stderr);
+    assert.equal(stderr, '');
+    const img = JSON.parse(stdout) as { ref: string; sizeBytes: number; sha256: string };
+    assert.equal(img.ref, 'base@1');
+    assert.equal(img.sizeBytes, 8 * MiB);
+    assert.equal(img.sha256, imageSha);
+  });
+
+  it('lists and shows the image', async () => {
+    const list = parse<{ ref: string; sha256: string }[]>(await cli('image', 'list', '--json'));
+    assert.deepEqual(
+      list.map((i) => [i.ref, i.sha256]),
+      [['base@1', imageSha]],
+    );
+    const human = await cli('image', 'list');
+    assert.equal(human.code, 0);
+    const [header, row, ...rest] = human.stdout.trimEnd().split('\n');
+    assert.match(header!, /^REF\s+SIZE\s+SHA256\s+STATE\s+CREATED$/);
+    assert.match(row!, new RegExp(`^base@1\\s+8\\.0 MiB\\s+${imageSha.slice(0, 12)}\\s+ready\\s`));
+    assert.deepEqual(rest, []);
+    const show = await cli('image', 'show', 'base');
+    assert.equal(show.code, 0);
+    assert.match(show.stdout, new RegExp(`^sha256\\s+${imageSha}$`, 'm'));
+    assert.equal(parse<{ version: number }>(await cli('image', 'show', 'base@1', '--json')).version, 1);
+  });
+
+  it('sets a pool and fills it', async () => {
+    const pool = parse<{ source: string; policy: { min: number; max: number } }>(await cli('pool', 'set', 'base', '--min', '2', '--max', '4', '--json'));
+    assert.deepEqual([pool.source, pool.policy.min, pool.policy.max], ['base', 2, 4]);
+    await waitFor(
+      'two ready spares of base',
+      async () => parse<{ source: string; ready: number }[]>(await cli('pool', 'list', '--json')).find((p) => p.source === 'base' && p.ready >= 2),
+      60_000,
+      200,
+    );
+    const human = await cli('pool', 'list');
+    assert.equal(human.code, 0);
+    const [header, row] = human.stdout.split('\n');
+    assert.match(header!, /^SOURCE\s+IMAGE\s+POLICY\s+TARGET\s+READY\s+MAKING\s+MAPPED$/);
+    assert.match(row!, /^base\s+base@1\s+static 2\.\.4\s+2\s+2\s+0\s+0$/);
+  });
+
+  it('adds a host with a MAC and labels', async () => {
+    const host = parse<{ id: string; mac: string; labels: Record<string, string> }>(
+      await cli('host', 'add', 'h1', '--mac', '52:54:00:00:00:01', '--label', 'rack=r1', '--label', 'role=db', '--json'),
+    );
+    assert.deepEqual(host.labels, { rack: 'r1', role: 'db' });
+    assert.equal(host.mac, '52:54:00:00:00:01');
+  });
+
+  let copyId: string;
+  let copyPath: string;
+
+  it('provisions a host from a ready spare, and again gives the same copy', async () => {
+    const p = parse<{ copyId: string; outcome: string; existing: boolean; access: { kind: string; path: string }; waitMs: number }>(
+      await cli('provision', 'h1', 'base', '--json'),
+    );
+    assert.equal(p.outcome, 'warm', 'two spares were ready');
+    assert.equal(p.existing, false);
+    assert.equal(p.access.kind, 'path');
+    assert.equal((await stat(p.access.path)).size, 8 * MiB);
+    assert.equal(await sha256File(p.access.path), imageSha);
+    copyId = p.copyId;
+    copyPath = p.access.path;
+
+    const again = parse<{ copyId: string; existing: boolean }>(await cli('provision', 'h1', 'base', '--json'));
+    assert.equal(again.copyId, copyId);
+    assert.equal(again.existing, true);
+
+    const human = await cli('provision', 'h1', 'base');
+    assert.equal(human.code, 0);
+    assert.match(human.stdout, new RegExp(`^copy\\s+${copyId}$`, 'm'));
+    assert.match(human.stdout, /^outcome\s+warm \(already mapped\)$/m);
+    assert.match(human.stdout, /^wait\s+[0-9.]+ ms$/m);
+    assert.ok(human.stdout.includes(`path     ${copyPath}\n`), human.stdout);
+  });
+
+  it('lists hosts with their mapping', async () => {
+    const hosts = parse<{ id: string; mapping: { copyId: string } | null }[]>(await cli('host', 'list', '--json'));
+    assert.deepEqual(
+      hosts.map((h) => [h.id, h.mapping?.copyId]),
+      [['h1', copyId]],
+    );
+    const human = await cli('host', 'list');
+    assert.match(human.stdout, /^ID\s+MAC\s+LABELS\s+MAPPING\s+CREATED$/m);
+    assert.match(human.stdout, new RegExp(`^h1\\s+52:54:00:00:00:01\\s+rack=r1,role=db\\s+base → ${copyId}\\s`, 'm'));
+  });
+
+  it('reports status', async () => {
+    const s = parse<{ version: string; dataDir: string; images: number; hosts: number; mapped: number; pools: { source: string; mapped: number }[] }>(
+      await cli('status', '--json'),
+    );
+    assert.equal(s.dataDir, join(dir, 'data'));
+    assert.deepEqual([s.images, s.hosts, s.mapped], [1, 1, 1]);
+    assert.deepEqual(
+      s.pools.map((p) => [p.source, p.mapped]),
+      [['base', 1]],
+    );
+    const human = await cli('status');
+    assert.equal(human.code, 0);
+    assert.match(human.stdout, new RegExp(`^server\\s+http://127\\.0\\.0\\.1:${port} \\(prestage ${s.version.replaceAll('.', '\\.')}\\)$`, 'm'));
+    assert.match(human.stdout, /^hosts\s+1 \(1 mapped, 0 waiting for a copy\)$/m);
+    assert.match(human.stdout, /^pools:\nSOURCE\s+IMAGE\s+POLICY/m);
+  });
+
+  it('refuses bad input with the mapped exit codes, one line each, and changes nothing', async () => {
+    const cases: { args: string[]; exit: number; says: RegExp }[] = [
+      { args: ['image', 'show', 'nope'], exit: 3, says: /image 'nope' not found/ },
+      { args: ['pool', 'set', 'base', '--min', 'two'], exit: 2, says: /--min.*'two'.*whole number/ },
+      { args: ['pool', 'set', 'base', '--max', '-1'], exit: 2, says: /--max/ },
+      { args: ['image', 'import', 'other', join(dir, 'missing.raw')], exit: 5, says: /missing\.raw/ },
+      { args: ['provision', 'ghost', 'base'], exit: 3, says: /host 'ghost' not found/ },
+      { args: ['provision', 'h1', 'nothing'], exit: 4, says: /provisioned from base/ },
+      { args: ['host', 'add', 'h1'], exit: 4, says: /h1/ },
+      { args: ['host', 'add', 'h2', '--label', 'novalue'], exit: 2, says: /KEY=VALUE/ },
+      { args: ['host', 'add', 'h2', '--mac', 'zz'], exit: 2, says: /MAC/ },
+      { args: ['frobnicate'], exit: 2, says: /unknown command 'frobnicate'/ },
+      { args: ['pool', 'list', '--wide'], exit: 2, says: /unknown option '--wide'.*prestage pool list --help/ },
+      { args: ['image', 'import', 'only-a-name'], exit: 2, says: /missing required argument 'file'/ },
+      { args: ['--server', 'ftp://x', 'status'], exit: 2, says: /--server/ },
+    ];
+    for (const c of cases) {
+      const r = await cli(...c.args);
+      assert.equal(r.code, c.exit, `${c.args.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stdout, '', c.args.join(' '));
+      assertOneErrorLine(r, c.says);
+    }
+    const pools = parse<{ source: string; policy: unknown }[]>(await cli('pool', 'list', '--json'));
+    assert.deepEqual(
+      pools.map((p) => [p.source, p.policy]),
+      [['base', { kind: 'static', min: 2, max: 4 }]],
+    );
+    assert.deepEqual(
+      parse<{ id: string }[]>(await cli('host', 'list', '--json')).map((h) => h.id),
+      ['h1'],
+    );
+    assert.deepEqual(
+      parse<{ ref: string }[]>(await cli('image', 'list', '--json')).map((i) => i.ref),
+      ['base@1'],
+    );
+  });
+
+  it('says clearly when no server listens (exit 7)', async () => {
+    const closed = await freePort();
+    const r = await prestage(['status'], { PRESTAGE_URL: `http://127.0.0.1:${closed}` });
+    assert.equal(r.code, 7);
+    assertOneErrorLine(r, new RegExp(`^prestage: cannot reach prestage at http://127\\.0\\.0\\.1:${closed}: is \`prestage serve\` running\\?$`));
+    // --server wins over PRESTAGE_URL.
+    const flagged = await prestage(['--server', `http://127.0.0.1:${closed}`, 'image', 'list'], env);
+    assert.equal(flagged.code, 7);
+  });
+
+  it('refuses a second server on the same address and bad serve options', async () => {
+    const busy = await prestage(['serve', '--data', join(dir, 'other'), '--listen', `127.0.0.1:${port}`, '--log-level', 'silent']);
+    assert.equal(busy.code, 7);
+    assert.match(busy.stderr, /^prestage: cannot listen on 127\.0\.0\.1:\d+: the address is in use/m);
+    const bad = await prestage(['serve', '--data', join(dir, 'other'), '--listen', 'nowhere']);
+    assert.equal(bad.code, 2);
+    assertOneErrorLine(bad, /--listen: expected HOST:PORT/);
+    const level = await prestage(['serve', '--data', join(dir, 'other'), '--listen', '127.0.0.1:1', '--log-level', 'loud']);
+    assert.equal(level.code, 2);
+    assertOneErrorLine(level, /log level/);
+  });
+
+  it('releases the host: its copy is gone and it can be removed', async () => {
+    const r = parse<{ hostId: string; copyId: string }>(await cli('release', 'h1', '--json'));
+    assert.deepEqual(r, { hostId: 'h1', copyId });
+    await waitFor('the released copy to be removed', async () => !(await access(copyPath).then(() => true, () => false)), 10_000);
+    assert.equal(parse<{ mapping: unknown }[]>(await cli('host', 'list', '--json'))[0]!.mapping, null);
+    const again = await cli('release', 'h1');
+    assert.equal(again.code, 3);
+    assertOneErrorLine(again, /h1/);
+    const rm = await cli('host', 'rm', 'h1');
+    assert.equal(rm.code, 0);
+    assert.equal(rm.stdout, 'removed host h1\n');
+    assert.deepEqual(parse<unknown[]>(await cli('host', 'list', '--json')), []);
+  });
+
+  it('removes the pool and the image', async () => {
+    assert.deepEqual(parse<unknown>(await cli('pool', 'rm', 'base', '--json')), { removed: ['base'] });
+    assert.deepEqual(parse<unknown[]>(await cli('pool', 'list', '--json')), []);
+    assert.deepEqual(parse<unknown>(await cli('image', 'rm', 'base', '--json')), { removed: ['base@1'] });
+    const gone = await cli('image', 'show', 'base');
+    assert.equal(gone.code, 3);
+  });
+
+  it('stops cleanly on SIGTERM', async () => {
+    server.kill('SIGTERM');
+    const [code] = (await once(server, 'exit')) as [number | null];
+    assert.equal(code, 0, serverErr);
+    assert.match(serverErr, /^prestage stopped$/m);
+  });
+});

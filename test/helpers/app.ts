@@ -1,0 +1,32 @@
+import { rm } from 'node:fs/promises';
+import { pino } from 'pino';
+import { makeTempDir } from './files.js';
+import { PrestageApp, compileConfig, type RawConfig } from '../../src/app/index.js';
+
+export interface TestApp {
+  readonly app: PrestageApp;
+  readonly dataDir: string;
+  /** Sends a JSON request through Fastify's inject (no socket) and parses the reply. */
+  call<T = unknown>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, body?: unknown): Promise<{ status: number; body: T }>;
+  close(opts?: { keepData?: boolean }): Promise<void>;
+}
+
+/** A real app on a real data directory (real SQLite file, real files), without a listening socket. */
+export async function startTestApp(raw: RawConfig = {}): Promise<TestApp> {
+  const dataDir = raw.dataDir ?? (await makeTempDir());
+  const config = compileConfig({ poolAutoCreate: false, logLevel: 'silent', drainTimeout: '30s', ...raw, dataDir });
+  const app = new PrestageApp(config, pino({ level: process.env.PRESTAGE_TEST_LOG ?? 'silent' }));
+  await app.start({ listen: false });
+  return {
+    app,
+    dataDir,
+    async call<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, body?: unknown) {
+      const res = await app.http.inject({ method, url, ...(body !== undefined && { payload: body as object }) });
+      return { status: res.statusCode, body: (res.body.length > 0 ? res.json() : undefined) as T };
+    },
+    async close(opts = {}) {
+      await app.stop();
+      if (!opts.keepData && raw.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}

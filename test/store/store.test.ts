@@ -1,0 +1,92 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
+import BetterSqlite3 from 'better-sqlite3';
+import { ConflictError, type Copy, type Image, type Store } from '../../src/domain/index.js';
+import { openSqliteStore } from '../../src/store/index.js';
+import { makeTempDir } from '../helpers/files.js';
+
+// One suite for every dialect; PostgreSQL joins this list when its dialect lands.
+const DIALECTS: { name: string; open: (dir: string) => Promise<Store> }[] = [
+  { name: 'sqlite', open: (dir) => openSqliteStore({ file: join(dir, 'state.db') }) },
+];
+
+const ev = (type: string) => ({ type, subject: 'test' });
+
+function image(id: string, name: string, version: number): Image {
+  return { id, name, version, sha256: 'ab'.repeat(32), sizeBytes: 1 << 20, volume: `/v/${id}`, state: 'ready', createdAt: new Date().toISOString() };
+}
+
+function copy(id: string, imageId: string, state: Copy['state'] = 'ready'): Copy {
+  const now = new Date().toISOString();
+  return { id, imageId, pool: 'img', state, volume: `/c/${id}`, method: 'sparse-copy', hostId: null, error: null, createdAt: now, readyAt: state === 'ready' ? now : null, copyMs: 1 };
+}
+
+for (const dialect of DIALECTS) {
+  describe(`store (${dialect.name})`, () => {
+    let dir: string;
+    let store: Store;
+    before(async () => {
+      dir = await makeTempDir();
+      store = await dialect.open(dir);
+      await store.insertImage(image('i1', 'img', 1), ev('image.imported'));
+      for (let h = 0; h < 50; h++) await store.insertHost({ id: `h${h}`, mac: null, labels: {}, createdAt: new Date().toISOString() }, ev('host.added'));
+    });
+    after(async () => {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it('versions names and refuses a taken version', async () => {
+      assert.equal(await store.nextImageVersion('img'), 2);
+      await assert.rejects(store.insertImage(image('i9', 'img', 1), ev('x')), ConflictError);
+      assert.equal((await store.findImage('img', null))?.id, 'i1');
+    });
+
+    it('hands each ready copy to exactly one of many concurrent claimers', async () => {
+      for (let i = 0; i < 20; i++) await store.insertCopy(copy(`c${i}`, 'i1'));
+      const results = await Promise.all(
+        Array.from({ length: 50 }, (_, h) => store.claim({ hostId: `h${h}`, imageId: 'i1', source: 'img', at: new Date().toISOString() }, ev('host.mapped'))),
+      );
+      const won = results.filter((r) => r !== undefined);
+      assert.equal(won.length, 20);
+      assert.equal(new Set(won.map((r) => r.copy.id)).size, 20, 'no copy twice');
+      assert.equal((await store.countCopies('i1')).mapped, 20);
+      assert.equal((await store.listMappings()).length, 20);
+    });
+
+    it('never claims a copy that is not ready', async () => {
+      await store.insertCopy(copy('m1', 'i1', 'making'));
+      assert.equal(await store.claim({ hostId: 'h49', imageId: 'i1', source: 'img', copyId: 'm1', at: 'x' }, ev('host.mapped')), undefined);
+    });
+
+    it('moves copies only along the state machine', async () => {
+      assert.equal(await store.moveCopy('m1', 'ready', 'mapped'), false, 'not in the from state');
+      await assert.rejects(store.moveCopy('m1', 'making', 'mapped'), /not a transition/);
+      assert.equal(await store.moveCopy('m1', 'making', 'ready', { readyAt: new Date().toISOString() }), true);
+    });
+
+    it('unmaps in one step and keeps the event log append-only', async () => {
+      const m = await store.getMapping('h0');
+      assert.ok(m);
+      const c = await store.unmap('h0', ev('host.released'));
+      assert.equal(c?.state, 'releasing');
+      assert.equal(await store.getMapping('h0'), undefined);
+      const events = await store.listEvents({});
+      assert.ok(events.length > 50);
+      assert.ok(events.every((e, i) => i === 0 || e.seq > events[i - 1]!.seq));
+      const raw = new BetterSqlite3(join(dir, 'state.db'));
+      try {
+        assert.throws(() => raw.prepare('DELETE FROM events').run(), /append-only/);
+        assert.throws(() => raw.prepare("UPDATE events SET type = 'x'").run(), /append-only/);
+      } finally {
+        raw.close();
+      }
+    });
+
+    it('refuses to delete a host that holds a mapping', async () => {
+      await assert.rejects(store.deleteHost('h1', ev('host.removed')), ConflictError);
+    });
+  });
+}
