@@ -80,6 +80,7 @@ export const CopySchema = Type.Object(
     imageId: Type.String(),
     pool: Type.Union([Type.String(), Type.Null()]),
     state: Type.String(),
+    volume: Type.String(),
     method: Type.Union([Type.String(), Type.Null()]),
     hostId: Type.Union([Type.String(), Type.Null()]),
     error: Type.Union([Type.String(), Type.Null()]),

@@ -35,10 +35,10 @@ export interface ApiDeps {
 const imageView = (i: Image) => ({ ...i, ref: `${i.name}@${i.version}` });
 
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
-  const loggerInstance: FastifyBaseLogger = deps.logger;
+  // Per-request lines would drown the log at thousands of provisions a second; errors still show.
+  const loggerInstance: FastifyBaseLogger = deps.logger.child({}, { level: deps.logger.levelVal > 40 ? deps.logger.level : 'warn' });
   const app = Fastify({
     loggerInstance,
-    disableRequestLogging: true,
     bodyLimit: 1 << 20,
     // Unknown fields are a mistake to report, not to drop silently.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },

@@ -44,6 +44,8 @@ export interface VolumeDriver {
   volumeExists(volume: string): Promise<boolean>;
   /** Every copy volume on disk, complete or partial, by copy id (for reconcile). */
   listCopyVolumes(): Promise<readonly { copyId: string; volume: string; partial: boolean }[]>;
+  /** Removes temporary files of interrupted imports; returns their names (for reconcile). */
+  removeTempFiles(): Promise<readonly string[]>;
   /** Every image volume on disk (for reconcile). */
   listImageVolumes(): Promise<readonly string[]>;
   close(): Promise<void>;

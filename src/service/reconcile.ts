@@ -6,6 +6,7 @@ export interface ReconcileReport {
   readonly finishedReleases: number;
   readonly orphanCopyFiles: number;
   readonly orphanImageFiles: number;
+  readonly tempFiles: number;
   readonly missingCopyVolumes: number;
   readonly missingImageVolumes: number;
 }
@@ -59,6 +60,9 @@ export async function reconcile(store: Store, driver: VolumeDriver, logger: Logg
     orphanCopyFiles++;
   }
 
+  const temps = await driver.removeTempFiles();
+  if (temps.length > 0) await fixed('temp-files', 'tmp', { files: temps }, 'removed temporary files of interrupted imports');
+
   const images = await store.listImages();
   const imageVolumes = new Set(images.map((i) => i.volume));
   let orphanImageFiles = 0;
@@ -81,7 +85,7 @@ export async function reconcile(store: Store, driver: VolumeDriver, logger: Logg
     }
   }
 
-  const report = { interruptedCopies, finishedReleases, orphanCopyFiles, orphanImageFiles, missingCopyVolumes, missingImageVolumes };
+  const report = { interruptedCopies, finishedReleases, orphanCopyFiles, orphanImageFiles, tempFiles: temps.length, missingCopyVolumes, missingImageVolumes };
   log.info(report, 'reconciled');
   return report;
 }

@@ -215,6 +215,13 @@ export class FileDriver implements VolumeDriver {
     return out;
   }
 
+  /** Import temps left by a process that died mid-import; call only while nothing runs. */
+  async removeTempFiles(): Promise<readonly string[]> {
+    const names = (await fs.readdir(this.tmpDir)).filter((n) => !this.inFlight.has(join(this.tmpDir, n)));
+    await Promise.all(names.map((n) => fs.rm(join(this.tmpDir, n), { force: true, recursive: true })));
+    return names;
+  }
+
   async listImageVolumes(): Promise<readonly string[]> {
     return (await fs.readdir(this.imagesDir)).filter((n) => IMAGE_NAME.test(n)).map((n) => join(this.imagesDir, n));
   }

@@ -1,0 +1,121 @@
+import { spawn } from 'node:child_process';
+import { mkdir, open, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { onCleanup } from './cleanup.js';
+import { Api } from './http.js';
+import { log, sleep } from './log.js';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** Scratch space of every bench (gitignored). */
+export const BENCH_DATA = join(REPO, '.bench-data');
+
+/** A fresh directory under .bench-data/, removed at cleanup. */
+export async function workDir(name: string): Promise<string> {
+  const dir = join(BENCH_DATA, `${name}-${process.pid}`);
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  onCleanup(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A file of random bytes, written in 1 MiB blocks. */
+export async function writeRandomFile(path: string, mib: number): Promise<void> {
+  const fh = await open(path, 'wx');
+  try {
+    for (let i = 0; i < mib; i++) await fh.write(randomBytes(1 << 20));
+  } finally {
+    await fh.close();
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+export interface ServerOptions {
+  readonly dataDir: string;
+  readonly copyConcurrency?: number;
+  /** Write a V8 CPU profile of the server into this directory when it stops. */
+  readonly cpuProfDir?: string;
+  readonly maxSockets?: number;
+}
+
+export interface Server {
+  readonly api: Api;
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `prestage serve` as a child process on a free port and waits until /healthz answers.
+ * Its warnings are passed on to stderr; it is stopped (SIGTERM, then SIGKILL) at cleanup.
+ */
+export async function startServer(o: ServerOptions): Promise<Server> {
+  const port = await freePort();
+  const nodeFlags = o.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] : [];
+  const args = [
+    ...nodeFlags,
+    join(REPO, 'bin', 'prestage.js'),
+    'serve',
+    '--data', o.dataDir,
+    '--listen', `127.0.0.1:${port}`,
+    '--log-level', 'warn',
+    '--copy-concurrency', String(o.copyConcurrency ?? 2),
+  ];
+  const child = spawn(process.execPath, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | string>((r) => child.once('exit', (code, signal) => r(code ?? signal ?? '?')));
+  let exitStatus: number | string | undefined;
+  void exited.then((s) => (exitStatus = s));
+  const tail: string[] = [];
+  for (const stream of [child.stdout, child.stderr]) {
+    let partial = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (line.trim() === '') continue;
+        tail.push(line);
+        if (tail.length > 40) tail.shift();
+        process.stderr.write(`  [server] ${line.length > 400 ? `${line.slice(0, 400)}…` : line}\n`);
+      }
+    });
+  }
+
+  const api = new Api('127.0.0.1', port, o.maxSockets);
+  const stop = async () => {
+    api.close();
+    if (exitStatus !== undefined) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const status = await exited;
+    clearTimeout(timer);
+    if (status !== 0) log(`server exited with ${status}`);
+  };
+  onCleanup('stop the server', stop);
+
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (exitStatus !== undefined) throw new Error(`prestage serve exited with ${exitStatus} at start:\n${tail.join('\n')}`);
+    try {
+      if ((await api.request('GET', '/healthz')).status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`prestage serve did not answer on port ${port} within 30 s`);
+    await sleep(100);
+  }
+  log(`prestage serve (pid ${child.pid}) on 127.0.0.1:${port}, data ${o.dataDir}`);
+  return { api, pid: child.pid!, stop };
+}
