@@ -36,7 +36,7 @@ export async function startServe(dataDir: string, extraArgs: readonly string[] =
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
   await waitFor(
     'prestage serve to answer /healthz',
     async () => {
