@@ -193,6 +193,7 @@ export class Replenisher extends EventEmitter<Events> {
       if (!image || image.state !== 'ready') continue;
       const target = targetSpares(pool.policy);
       const counts = await store.countCopies(image.id, pool.source);
+      if (counts.ready > pool.policy.max) await this.trim(pool.source, counts.ready - pool.policy.max);
       const deficit = target - counts.ready - counts.making;
       const b = this.backoff.get(pool.source);
       if (deficit <= 0 || (b && b.until > Date.now())) continue;
@@ -211,15 +212,23 @@ export class Replenisher extends EventEmitter<Events> {
 
   /** Ready spares of a pool that no longer match its source (a newer version arrived) are removed. */
   private async discardStale(source: string, imageId: string | undefined): Promise<void> {
+    const spares = await this.opts.store.listCopies({ state: 'ready', pool: source });
+    for (const c of spares) if (c.imageId !== imageId) await this.discard(c.id, source, 'stale');
+  }
+
+  /** A pool whose max was lowered gives back its newest spares above it. */
+  private async trim(source: string, excess: number): Promise<void> {
+    const spares = await this.opts.store.listCopies({ state: 'ready', pool: source });
+    for (const c of spares.slice(-excess)) await this.discard(c.id, source, 'above max');
+  }
+
+  private async discard(copyId: string, pool: string, reason: string): Promise<void> {
     const { store, driver, logger } = this.opts;
-    const spares = await store.listCopies({ state: 'ready', pool: source });
-    for (const c of spares) {
-      if (c.imageId === imageId) continue;
-      if (!(await store.moveCopy(c.id, 'ready', 'releasing', {}, { type: 'copy.stale', subject: c.id, data: { pool: source, imageId: c.imageId } }))) continue;
-      await driver.removeCopy(c.id);
-      await store.moveCopy(c.id, 'releasing', 'gone', {}, { type: 'copy.gone', subject: c.id, data: { reason: 'stale' } });
-      logger.info({ copyId: c.id, pool: source }, 'discarded a spare of an older version');
-    }
+    // The claim may take it first: only a spare still ready is discarded.
+    if (!(await store.moveCopy(copyId, 'ready', 'releasing', {}, { type: 'copy.discarded', subject: copyId, data: { pool, reason } }))) return;
+    await driver.removeCopy(copyId);
+    await store.moveCopy(copyId, 'releasing', 'gone', {}, { type: 'copy.gone', subject: copyId, data: { reason } });
+    logger.info({ copyId, pool, reason }, 'discarded a spare');
   }
 
   private launch(image: Image, pool: string | null): void {

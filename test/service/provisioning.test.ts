@@ -62,9 +62,11 @@ describe('provisioning with real files', () => {
   });
 
   it('200 concurrent provisions against 20 spares: 200 distinct copies, the rest joined or cold', async () => {
-    await t.call('PUT', '/v1/pools/small', { min: 20, max: 40 });
-    await t.app.replenisher.whenIdle();
-    await poolReady(t, 'small', 20);
+    await t.call('PUT', '/v1/pools/small', { min: 20, max: 20 });
+    await waitFor('the pool to shrink to its new max', async () => {
+      const p = (await t.call<PoolReply>('GET', '/v1/pools/small')).body;
+      return p.ready === 20 && p.making === 0;
+    });
     const hosts = await addHosts(t, 'x', 200);
     const replies = await Promise.all(hosts.map((h) => t.call<ProvisionReply>('POST', `/v1/hosts/${h}/provision`, { source: 'small' })));
     assert.ok(replies.every((r) => r.status === 200), JSON.stringify(replies.find((r) => r.status !== 200)));

@@ -174,7 +174,8 @@ export class FileDriver implements VolumeDriver {
       const r = await this.runJob(
         tmp,
         { kind: 'copy', source: image.volume, tmp, target, expectSha256: image.sha256, sizeBytes: image.sizeBytes, reflink: this.reflink, verify: 'auto' },
-        onProgress,
+        // The worker counts the copy pass and the check pass; callers see one bar of the image's size.
+        onProgress && ((p) => onProgress({ doneBytes: p.totalBytes > 0 ? Math.round((p.doneBytes / p.totalBytes) * image.sizeBytes) : 0, totalBytes: image.sizeBytes })),
       );
       this.logger?.info({ copyId, ...r }, 'copy made');
       return { method: r.method, durationMs: r.durationMs, allocatedBytes: r.allocatedBytes, verified: r.verified };
