@@ -2,9 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { access, rm, stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { HTTP_STATUS } from '../../src/api/errors.js';
 import { ApiError, resolveServerUrl } from '../../src/cli/client.js';
@@ -14,8 +12,8 @@ import { describeError } from '../../src/cli/main.js';
 import { pollWhile } from '../../src/cli/progress.js';
 import { InputError } from '../../src/domain/index.js';
 import { makeTempDir, sha256File, waitFor, writeRandomFile } from '../helpers/files.js';
+import { BIN, freePort, startServe, type ServeProcess } from '../helpers/server.js';
 
-const BIN = fileURLToPath(new URL('../../bin/prestage.js', import.meta.url));
 const MiB = 1 << 20;
 
 interface Run {
@@ -33,18 +31,6 @@ async function prestage(args: readonly string[], env: NodeJS.ProcessEnv = {}): P
   child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
   const [code] = (await once(child, 'close')) as [number | null];
   return { code, stdout, stderr };
-}
-
-/** A port nothing listens on right now: bind port 0, read what the kernel gave, let it go. */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const addr = srv.address();
-  assert.ok(addr !== null && typeof addr === 'object');
-  srv.close();
-  await once(srv, 'close');
-  return addr.port;
 }
 
 /** The one-line error every failure prints. */
@@ -123,6 +109,7 @@ describe('prestage pure parts', () => {
 describe('prestage against a running server', () => {
   let dir: string;
   let port: number;
+  let serve: ServeProcess;
   let server: ChildProcess;
   let serverErr = '';
   let env: NodeJS.ProcessEnv;
@@ -135,22 +122,12 @@ describe('prestage against a running server', () => {
     imagePath = join(dir, 'base.raw');
     await writeRandomFile(imagePath, 8 * MiB);
     imageSha = await sha256File(imagePath);
-    port = await freePort();
-    env = { PRESTAGE_URL: `http://127.0.0.1:${port}` };
-    server = spawn(process.execPath, [BIN, 'serve', '--data', join(dir, 'data'), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    serve = await startServe(join(dir, 'data'));
+    server = serve.child;
+    port = Number(new URL(serve.url).port);
+    env = { PRESTAGE_URL: serve.url };
     server.stderr!.setEncoding('utf8').on('data', (s: string) => (serverErr += s));
-    await waitFor(
-      'prestage serve to answer /healthz',
-      async () => {
-        if (server.exitCode !== null) throw new Error(`prestage serve exited ${server.exitCode}: ${serverErr}`);
-        const res = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined);
-        return res?.ok === true;
-      },
-      30_000,
-      100,
-    );
+    serverErr = serve.stderr();
   });
 
   after(async () => {
