@@ -146,6 +146,17 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     await hosts.remove(req.params.id);
     return reply.status(204).send(null);
   });
+  const KeySchema = Type.Object({ hostId: Type.String(), identity: Type.String(), key: Type.String(), pskFileLine: Type.String() });
+  app.get(
+    '/v1/hosts/:id/key',
+    { schema: { summary: "The host's TLS-PSK key (made on first use)", params: HostParam, response: { 200: KeySchema, ...errors(404) } } },
+    (req) => hosts.key(req.params.id),
+  );
+  app.post(
+    '/v1/hosts/:id/key',
+    { schema: { summary: "Rotate the host's TLS-PSK key", params: HostParam, response: { 200: KeySchema, ...errors(404) } } },
+    (req) => hosts.rotateKey(req.params.id),
+  );
   app.post(
     '/v1/hosts/:id/provision',
     {

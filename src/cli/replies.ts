@@ -93,3 +93,10 @@ export interface StatusReply {
   readonly copiesInFlight: readonly ({ readonly copyId: string; readonly imageId: string; readonly pool: string | null } & Progress)[];
   readonly pools: readonly PoolReply[];
 }
+
+export interface HostKeyReply {
+  readonly hostId: string;
+  readonly identity: string;
+  readonly key: string;
+  readonly pskFileLine: string;
+}

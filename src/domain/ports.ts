@@ -111,6 +111,9 @@ export interface Store {
   getHost(id: string): Promise<Host | undefined>;
   listHosts(): Promise<Host[]>;
   deleteHost(id: string, event: NewEvent): Promise<void>;
+  /** Sets the host's TLS-PSK key (hex); the PSK identity is the host id. */
+  setHostKey(id: string, pskHex: string, event: NewEvent): Promise<void>;
+  getHostKey(id: string): Promise<string | undefined>;
   getMapping(hostId: string): Promise<Mapping | undefined>;
   listMappings(): Promise<Mapping[]>;
 

@@ -1,4 +1,13 @@
+import { randomBytes } from 'node:crypto';
 import { InputError, NotFoundError, type Host, type Store } from '../domain/index.js';
+
+/** A host's TLS-PSK credentials, in the key-file line format nbdinfo and qemu read (`identity:hexkey`). */
+export interface HostKey {
+  readonly hostId: string;
+  readonly identity: string;
+  readonly key: string;
+  readonly pskFileLine: string;
+}
 
 const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
@@ -19,6 +28,7 @@ export class HostService {
     }
     const host: Host = { id: input.id, mac, labels, createdAt: new Date().toISOString() };
     await this.store.insertHost(host, { type: 'host.added', subject: host.id, data: { mac } });
+    await this.rotateKey(host.id);
     return host;
   }
 
@@ -32,7 +42,25 @@ export class HostService {
     return h;
   }
 
+  /** The host's key, made on first use. */
+  async key(id: string): Promise<HostKey> {
+    await this.get(id);
+    const key = await this.store.getHostKey(id);
+    return key === undefined ? this.rotateKey(id) : hostKey(id, key);
+  }
+
+  /** A new 256-bit key; connections already open keep theirs, new ones need the new key. */
+  async rotateKey(id: string): Promise<HostKey> {
+    const key = randomBytes(32).toString('hex');
+    await this.store.setHostKey(id, key, { type: 'host.key-rotated', subject: id });
+    return hostKey(id, key);
+  }
+
   remove(id: string): Promise<void> {
     return this.store.deleteHost(id, { type: 'host.removed', subject: id });
   }
+}
+
+function hostKey(hostId: string, key: string): HostKey {
+  return { hostId, identity: hostId, key, pskFileLine: `${hostId}:${key}` };
 }

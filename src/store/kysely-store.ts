@@ -334,7 +334,7 @@ export class KyselyStore implements Store {
       }
       await tx
         .insertInto('hosts')
-        .values({ id: host.id, mac: host.mac, labels: JSON.stringify(host.labels), created_at: host.createdAt })
+        .values({ id: host.id, mac: host.mac, labels: JSON.stringify(host.labels), created_at: host.createdAt, psk: null })
         .execute();
       await this.event(tx, event);
     });
@@ -357,6 +357,19 @@ export class KyselyStore implements Store {
       if (Number(r.numDeletedRows) === 0) throw new NotFoundError('host', id);
       await this.event(tx, event);
     });
+  }
+
+  async setHostKey(id: string, pskHex: string, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const r = await tx.updateTable('hosts').set({ psk: pskHex }).where('id', '=', id).executeTakeFirst();
+      if (Number(r.numUpdatedRows) === 0) throw new NotFoundError('host', id);
+      await this.event(tx, event);
+    });
+  }
+
+  async getHostKey(id: string): Promise<string | undefined> {
+    const r = await this.db.selectFrom('hosts').select('psk').where('id', '=', id).executeTakeFirst();
+    return r?.psk ?? undefined;
   }
 
   async getMapping(hostId: string): Promise<Mapping | undefined> {

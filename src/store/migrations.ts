@@ -78,6 +78,12 @@ function migrations(dialect: SqlDialectName): Record<string, Migration> {
         }
       },
     },
+    '0002_host_keys': {
+      async up(db: Kysely<unknown>) {
+        // A host's TLS-PSK key (hex); the PSK identity is the host id.
+        await db.schema.alterTable('hosts').addColumn('psk', 'text').execute();
+      },
+    },
   };
 }
 

@@ -37,6 +37,7 @@ export interface HostsTable {
   mac: string | null;
   labels: string;
   created_at: string;
+  psk: string | null;
 }
 
 export interface MappingsTable {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { access, rm, stat } from 'node:fs/promises';
+import { access, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { HTTP_STATUS } from '../../src/api/errors.js';
@@ -233,6 +233,22 @@ describe('prestage against a running server', () => {
     assert.match(human.stdout, /^outcome\s+warm \(already mapped\)$/m);
     assert.match(human.stdout, /^wait\s+[0-9.]+ ms$/m);
     assert.ok(human.stdout.includes(`path     ${copyPath}\n`), human.stdout);
+  });
+
+  it('writes and rotates the host key file (identity:hexkey, mode 0600), keeping other identities', async () => {
+    const file = join(dir, 'keys.psk');
+    await writeFile(file, 'other:00ff\n');
+    const wrote = await cli('host', 'key', 'h1', '--out', file);
+    assert.equal(wrote.code, 0, wrote.stderr);
+    const first = await readFile(file, 'utf8');
+    assert.match(first, /^other:00ff\nh1:[0-9a-f]{64}\n$/);
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    assert.equal((await cli('host', 'key', 'h1')).stdout.trim(), first.split('\n')[1], 'the same key until rotated');
+    assert.equal((await cli('host', 'key', 'h1', '--rotate', '--out', file)).code, 0);
+    const second = await readFile(file, 'utf8');
+    assert.match(second, /^other:00ff\nh1:[0-9a-f]{64}\n$/);
+    assert.notEqual(second, first, 'rotation makes a new key');
+    assert.equal((await cli('host', 'key', 'nobody')).code, 3);
   });
 
   it('lists hosts with their mapping', async () => {

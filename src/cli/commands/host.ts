@@ -3,7 +3,8 @@ import { label } from '../args.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { dash, json, labels, table, when } from '../format.js';
-import type { HostReply } from '../replies.js';
+import type { HostKeyReply, HostReply } from '../replies.js';
+import { writePskFile } from '../psk-file.js';
 
 export function hostCommand(ctx: CliContext): CommandUnknownOpts {
   const host = new Command('host').description('hosts: the machines copies are mapped to');
@@ -42,6 +43,21 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
           { header: 'CREATED', value: (h) => when(h.createdAt) },
         ]),
       );
+    });
+
+  host
+    .command('key')
+    .description("print or write the host's TLS-PSK key (identity:hexkey, the key file format of nbdinfo and qemu)")
+    .argument('<id>', 'host id')
+    .option('--rotate', 'make a new key first (open connections keep the old one)')
+    .option('--out <file>', 'write the key into this file (mode 0600), replacing any line of the same identity')
+    .option('--json', 'print the raw JSON reply')
+    .action(async (id, opts) => {
+      const path = `/v1/hosts/${seg(id)}/key`;
+      const k = opts.rotate ? await ctx.client.post<HostKeyReply>(path, undefined) : await ctx.client.get<HostKeyReply>(path);
+      if (opts.out !== undefined) await writePskFile(opts.out, k.identity, k.pskFileLine);
+      if (opts.json) return ctx.out(json(k));
+      ctx.out(opts.out !== undefined ? `${opts.rotate ? 'rotated and wrote' : 'wrote'} the key of ${k.identity} to ${opts.out}` : k.pskFileLine);
     });
 
   host

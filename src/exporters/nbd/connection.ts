@@ -1,0 +1,268 @@
+/**
+ * One client socket: moves bytes between it and the handshake machine, upgrades it to TLS on
+ * STARTTLS, then runs transmission requests. The protocol decisions live in `handshake.ts` and
+ * `transmission.ts`; this file only schedules (timeouts, backpressure, shutdown).
+ */
+import type { Socket } from 'node:net';
+import { TLSSocket, type SecureContext, type TlsOptions } from 'node:tls';
+import type { Logger } from 'pino';
+import type { Handshake, NbdExportInfo, Negotiated } from './handshake.js';
+import { NBD_CMD, NbdProtocolError, RequestParser, type NbdRequest } from './protocol.js';
+import { execute, type BlockDevice, type TransmissionContext } from './transmission.js';
+
+/** An export as a connection serves it: what the handshake shows plus the storage behind it. */
+export interface DeviceExport extends NbdExportInfo {
+  readonly device: BlockDevice;
+}
+
+export interface ConnectionLimits {
+  /** A negotiating client silent for this long is dropped. */
+  readonly negotiationTimeoutMs: number;
+  readonly maxRequestLength: number;
+  /** Requests read but not yet answered; past this the socket is not read. */
+  readonly maxInFlight: number;
+  /** Bytes of READ/WRITE data in those requests; past this the socket is not read. */
+  readonly maxInFlightBytes: number;
+}
+
+export interface TlsSetup {
+  readonly secureContext: SecureContext;
+  /** The PSK of an identity, or undefined to refuse it. */
+  readonly keys: (identity: string) => Buffer | undefined;
+}
+
+/** How long a closing connection waits for the client to close its side. */
+const LINGER_MS = 2000;
+
+type Phase = 'negotiating' | 'tls' | 'transmission' | 'draining' | 'closed';
+
+export class NbdConnection<E extends DeviceExport> {
+  /** The TLS-PSK identity, once proven; null without TLS. */
+  identity: string | null = null;
+  /** The export in use, once in transmission. */
+  export: E | undefined;
+  /** Settles when the socket is gone. */
+  readonly closed: Promise<void>;
+
+  private stream: Socket;
+  private phase: Phase = 'negotiating';
+  private idle: NodeJS.Timeout | undefined;
+  private parser: RequestParser | undefined;
+  private context: TransmissionContext | undefined;
+  private inFlight = 0;
+  private inFlightBytes = 0;
+  private log: Logger | undefined;
+  private resolveClosed: () => void = () => undefined;
+
+  constructor(
+    socket: Socket,
+    private readonly handshake: Handshake<E>,
+    private readonly tls: TlsSetup | undefined,
+    private readonly limits: ConnectionLimits,
+    logger: Logger | undefined,
+  ) {
+    this.stream = socket;
+    this.log = logger;
+    socket.setNoDelay(true); // the spec asks for it: replies are latency-bound
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.attach(socket);
+    this.idle = setTimeout(() => this.destroy('negotiation timed out'), limits.negotiationTimeoutMs);
+    this.write([handshake.greeting()]);
+  }
+
+  get inTransmission(): boolean {
+    return this.phase === 'transmission' || this.phase === 'draining';
+  }
+
+  /**
+   * Graceful stop: a negotiating client is dropped; one in transmission gets no new request
+   * read, and the connection ends once the requests already read are answered.
+   */
+  drain(): void {
+    if (this.phase === 'transmission') {
+      this.phase = 'draining';
+      this.stream.pause();
+      this.endIfIdle();
+    } else if (this.phase !== 'draining') {
+      this.destroy('server stopping');
+    }
+  }
+
+  /** Hard disconnect, at once. */
+  destroy(reason: string): void {
+    if (this.phase !== 'closed') this.log?.debug({ reason }, 'nbd connection closed');
+    this.phase = 'closed';
+    clearTimeout(this.idle);
+    this.stream.destroy();
+  }
+
+  private attach(stream: Socket): void {
+    stream.on('data', this.onData);
+    stream.on('error', (err) => this.destroy(err.message));
+    // After STARTTLS either the TLS socket or the one under it may report the close first.
+    stream.once('close', () => this.onClose());
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.idle?.refresh();
+    if (this.phase === 'negotiating') this.negotiate(chunk);
+    else if (this.phase === 'transmission') {
+      this.parser?.push(chunk);
+      this.pump();
+    }
+    // While draining, a client's further requests go unread; the connection is about to end.
+  };
+
+  private negotiate(chunk: Buffer): void {
+    let out;
+    try {
+      out = this.handshake.receive(chunk);
+    } catch (e) {
+      if (!(e instanceof NbdProtocolError)) this.log?.error({ err: e }, 'nbd handshake failed');
+      this.destroy(e instanceof Error ? e.message : String(e));
+      return;
+    }
+    this.write(out.send);
+    const next = out.next;
+    switch (next.kind) {
+      case 'continue':
+        return;
+      case 'close':
+        this.log?.debug({ reason: next.reason }, 'nbd negotiation ended');
+        this.closeGracefully();
+        return;
+      case 'starttls':
+        this.startTls();
+        return;
+      case 'transmission':
+        this.enterTransmission(next.negotiated, next.rest);
+        return;
+    }
+  }
+
+  private startTls(): void {
+    const tls = this.tls;
+    if (tls === undefined) return this.destroy('STARTTLS accepted without TLS set up');
+    const raw = this.stream;
+    raw.removeListener('data', this.onData);
+    this.phase = 'tls';
+    let identity: string | undefined;
+    const options: TlsOptions & { isServer: true } = {
+      isServer: true,
+      secureContext: tls.secureContext,
+      pskCallback: (_socket, id) => {
+        const key = tls.keys(id);
+        if (key === undefined) this.log?.info({ identity: id }, 'nbd client offered an unknown PSK identity');
+        identity = id;
+        return key ?? null;
+      },
+    };
+    const secure = new TLSSocket(raw, options);
+    this.stream = secure;
+    this.attach(secure);
+    secure.once('secure', () => {
+      if (identity === undefined || this.phase !== 'tls') return this.destroy('TLS up without a PSK identity');
+      this.identity = identity;
+      this.log = this.log?.child({ hostId: identity });
+      this.handshake.tlsEstablished(identity);
+      this.phase = 'negotiating';
+      this.idle?.refresh();
+    });
+  }
+
+  private enterTransmission(negotiated: Negotiated<E>, rest: Buffer): void {
+    clearTimeout(this.idle);
+    this.idle = undefined;
+    this.phase = 'transmission';
+    this.export = negotiated.export;
+    this.log = this.log?.child({ export: negotiated.export.name });
+    this.log?.info({ structuredReplies: negotiated.structuredReplies }, 'nbd client attached');
+    this.parser = new RequestParser(this.limits.maxRequestLength);
+    this.context = {
+      device: negotiated.export.device,
+      readOnly: negotiated.export.readOnly,
+      structuredReplies: negotiated.structuredReplies,
+      allocationContextId: negotiated.allocationContextId,
+      maxRequestLength: this.limits.maxRequestLength,
+      onStorageError: (err, req) => this.log?.warn({ err, command: req.type, offset: req.offset, length: req.length }, 'nbd storage error'),
+    };
+    this.parser.push(rest);
+    this.pump();
+  }
+
+  /** Starts every whole request received, as far as the in-flight limits allow. */
+  private pump(): void {
+    const parser = this.parser;
+    const context = this.context;
+    if (parser === undefined || context === undefined) return;
+    while (this.phase === 'transmission' && this.inFlight < this.limits.maxInFlight && this.inFlightBytes < this.limits.maxInFlightBytes) {
+      let req: NbdRequest | undefined;
+      try {
+        req = parser.next();
+      } catch (e) {
+        this.destroy(e instanceof Error ? e.message : String(e));
+        return;
+      }
+      if (req === undefined) break;
+      if (req.type === NBD_CMD.DISC) {
+        // The client sends nothing after DISC; answer what is running, then close.
+        this.phase = 'draining';
+        this.endIfIdle();
+        return;
+      }
+      void this.run(req, context);
+    }
+    if (this.phase !== 'transmission') return;
+    const full = this.inFlight >= this.limits.maxInFlight || this.inFlightBytes >= this.limits.maxInFlightBytes;
+    if (full) this.stream.pause();
+    else this.stream.resume();
+  }
+
+  private async run(req: NbdRequest, context: TransmissionContext): Promise<void> {
+    const bytes = req.type === NBD_CMD.READ || req.type === NBD_CMD.WRITE ? req.length : 0;
+    this.inFlight++;
+    this.inFlightBytes += bytes;
+    const reply = await execute(req, context);
+    // A request stays in flight until its reply has left for the kernel, so a client that does
+    // not read its replies stops being read from instead of filling our memory.
+    this.write(reply, () => {
+      this.inFlight--;
+      this.inFlightBytes -= bytes;
+      if (this.phase === 'draining') this.endIfIdle();
+      else this.pump();
+    });
+  }
+
+  /** Writes one message (or one reply) whole: nothing can come between its parts. */
+  private write(buffers: readonly Buffer[], done?: () => void): void {
+    if (this.phase === 'closed' || this.stream.destroyed) {
+      done?.();
+      return;
+    }
+    this.stream.cork();
+    buffers.forEach((b, i) => this.stream.write(b, i === buffers.length - 1 ? () => done?.() : undefined));
+    if (buffers.length === 0) done?.();
+    this.stream.uncork();
+  }
+
+  private endIfIdle(): void {
+    if (this.inFlight === 0 && this.phase !== 'closed') this.closeGracefully();
+  }
+
+  /**
+   * Sends what is queued (and TLS close_notify), then closes. The client normally closes its
+   * side at once; one that does not is cut off shortly after, so stop() never waits on it.
+   */
+  private closeGracefully(): void {
+    this.phase = 'closed';
+    clearTimeout(this.idle);
+    this.stream.end();
+    setTimeout(() => this.stream.destroy(), LINGER_MS).unref();
+  }
+
+  private onClose(): void {
+    this.phase = 'closed';
+    clearTimeout(this.idle);
+    this.resolveClosed();
+  }
+}

@@ -1,0 +1,254 @@
+/**
+ * The built-in NBD server: a TCP listener, the exports it serves, and the connections to them.
+ *
+ * With TLS-PSK (the default) a host proves its id by the key it holds: the PSK identity is the
+ * host id, and a host lists and opens only the exports added for it. Without TLS there is no
+ * authentication at all; that mode is for trusted networks and tests.
+ */
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createSecureContext } from 'node:tls';
+import type { Logger } from 'pino';
+import { ConflictError, InputError, UnavailableError } from '../../domain/index.js';
+import { NbdConnection, type ConnectionLimits, type DeviceExport, type TlsSetup } from './connection.js';
+import { FileDevice } from './file-device.js';
+import { Handshake, type HandshakeConfig } from './handshake.js';
+import { NBD_MAX_STRING } from './protocol.js';
+
+export interface NbdServerOptions {
+  /**
+   * `'psk'` (default): clients must upgrade with NBD_OPT_STARTTLS and prove a host's key;
+   * nothing but STARTTLS and ABORT is answered before. `'off'`: plaintext, no authentication:
+   * whoever reaches the port can list and open every export.
+   */
+  readonly tls?: 'psk' | 'off';
+  /** The pre-shared key of a host id (the client's PSK identity); undefined refuses it. Required with `tls: 'psk'`. */
+  readonly keys?: (identity: string) => Buffer | undefined;
+  /** OpenSSL cipher list, TLS 1.3 suites included. Default: `DEFAULT_PSK_CIPHERS`. */
+  readonly ciphers?: string;
+  /** A client silent this long before transmission starts is dropped. Default 30 000 ms. */
+  readonly negotiationTimeoutMs?: number;
+  /** Largest option data accepted during negotiation. Default 64 KiB. */
+  readonly maxOptionLength?: number;
+  /** Largest READ or WRITE, advertised as the maximum block size. Default 32 MiB. */
+  readonly maxRequestLength?: number;
+  /** Requests per connection being served at once; more wait unread in the socket. Default 64. */
+  readonly maxInFlight?: number;
+  /** READ/WRITE bytes per connection being served at once. Default 64 MiB. */
+  readonly maxInFlightBytes?: number;
+  /** How long stop() lets clients finish their requests before cutting them off. Default 10 000 ms. */
+  readonly stopTimeoutMs?: number;
+  /** Default: no logging. */
+  readonly logger?: Logger;
+}
+
+/**
+ * TLS 1.3 suites, then TLS 1.2 PSK suites with ECDHE (forward secrecy) and without. GnuTLS
+ * (libnbd, qemu) negotiates TLS 1.3 with these; the 1.2 ones serve older clients.
+ */
+export const DEFAULT_PSK_CIPHERS = [
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-PSK-CHACHA20-POLY1305',
+  'ECDHE-PSK-AES256-CBC-SHA384',
+  'ECDHE-PSK-AES128-CBC-SHA256',
+  'PSK-AES256-GCM-SHA384',
+  'PSK-AES128-GCM-SHA256',
+  'PSK-CHACHA20-POLY1305',
+].join(':');
+
+export interface NbdExportSpec {
+  /** The NBD export name clients ask for. */
+  readonly name: string;
+  /** A regular file; its size at this moment is the export's size. */
+  readonly path: string;
+  /** The only host (PSK identity) that may see and open the export. */
+  readonly hostId: string;
+  /** Default false. */
+  readonly readOnly?: boolean;
+  /** Shown to clients that ask (NBD_INFO_DESCRIPTION, NBD_OPT_LIST). */
+  readonly description?: string;
+}
+
+export type NbdServerState = 'INITIALIZED' | 'RUNNING' | 'STOPPING' | 'STOPPED';
+
+interface CompiledOptions extends ConnectionLimits {
+  readonly tls: TlsSetup | undefined;
+  readonly maxOptionLength: number;
+  readonly stopTimeoutMs: number;
+}
+
+interface ServedExport extends DeviceExport {
+  readonly hostId: string;
+  readonly path: string;
+  readonly device: FileDevice;
+}
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+function compile(o: NbdServerOptions): Readonly<CompiledOptions> {
+  const int = (name: keyof NbdServerOptions, value: number, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    if (!Number.isInteger(value) || value < min || value > max) throw new InputError(`NBD server option ${name} must be an integer from ${min} to ${max}`, { [name]: value });
+    return value;
+  };
+  const tlsMode = o.tls ?? 'psk';
+  if (tlsMode === 'psk' && o.keys === undefined) throw new InputError('NBD server with TLS-PSK needs a keys() lookup');
+  return Object.freeze({
+    tls: tlsMode === 'psk' && o.keys ? { keys: o.keys, secureContext: createSecureContext({ ciphers: o.ciphers ?? DEFAULT_PSK_CIPHERS, minVersion: 'TLSv1.2' }) } : undefined,
+    negotiationTimeoutMs: int('negotiationTimeoutMs', o.negotiationTimeoutMs ?? 30_000, 1),
+    maxOptionLength: int('maxOptionLength', o.maxOptionLength ?? 64 * KiB, 4 * KiB + 8),
+    // The spec: a maximum block size must not be below the preferred one (4 KiB), fits 32 bits.
+    maxRequestLength: int('maxRequestLength', o.maxRequestLength ?? 32 * MiB, 4 * KiB, 0xffffffff),
+    maxInFlight: int('maxInFlight', o.maxInFlight ?? 64, 1),
+    maxInFlightBytes: int('maxInFlightBytes', o.maxInFlightBytes ?? 64 * MiB, 1),
+    stopTimeoutMs: int('stopTimeoutMs', o.stopTimeoutMs ?? 10_000, 0),
+  });
+}
+
+export class NbdServer {
+  private readonly options: Readonly<CompiledOptions>;
+  private readonly log: Logger | undefined;
+  private readonly exports = new Map<string, ServedExport>();
+  /** Names being opened by addExport(), so two calls cannot both take one name. */
+  private readonly opening = new Set<string>();
+  private readonly connections = new Set<NbdConnection<ServedExport>>();
+  private server: Server | undefined;
+  private stateValue: NbdServerState = 'INITIALIZED';
+  private stopping: Promise<void> | undefined;
+  private connectionCount = 0;
+
+  constructor(options: NbdServerOptions) {
+    this.options = compile(options);
+    this.log = options.logger?.child({ component: 'nbd' });
+  }
+
+  get state(): NbdServerState {
+    return this.stateValue;
+  }
+
+  /** Open connections, negotiating or attached. */
+  get connectionsOpen(): number {
+    return this.connections.size;
+  }
+
+  /** Listens; resolves with the bound address (port 0 picks a free one). */
+  async start(at: { host: string; port: number }): Promise<{ host: string; port: number }> {
+    if (this.stateValue !== 'INITIALIZED') throw new ConflictError(`NBD server cannot start: it is ${this.stateValue}`);
+    this.stateValue = 'RUNNING';
+    const server = createServer((socket) => this.accept(socket));
+    this.server = server;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(at.port, at.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (e) {
+      this.stateValue = 'STOPPED';
+      throw new UnavailableError(`NBD server cannot listen on ${at.host}:${at.port}`, { ...at }, { cause: e });
+    }
+    server.on('error', (err) => this.log?.error({ err }, 'nbd listener error'));
+    const address = server.address() as AddressInfo;
+    this.log?.info({ host: address.address, port: address.port, tls: this.options.tls ? 'psk' : 'off' }, 'nbd server listening');
+    return { host: address.address, port: address.port };
+  }
+
+  /**
+   * Stops listening and lets attached clients finish the requests they sent (negotiating ones
+   * are dropped); after `stopTimeoutMs` every connection is cut. Then closes the exports' files.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    this.stateValue = 'STOPPING';
+    const listenerClosed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    for (const c of this.connections) c.drain();
+    const allClosed = Promise.all([...this.connections].map((c) => c.closed));
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), this.options.stopTimeoutMs)));
+    if (await Promise.race([allClosed.then(() => false), timedOut])) {
+      this.log?.warn({ connections: this.connections.size }, 'nbd clients did not finish in time; disconnecting them');
+      for (const c of this.connections) c.destroy('server stop timed out');
+    }
+    clearTimeout(timer);
+    await allClosed;
+    await listenerClosed;
+    await Promise.all([...this.exports.values()].map((e) => e.device.close()));
+    this.exports.clear();
+    this.stateValue = 'STOPPED';
+    this.log?.info('nbd server stopped');
+  }
+
+  /** Serves a file as an export for one host. The name must be free. */
+  async addExport(spec: NbdExportSpec): Promise<void> {
+    if (this.stateValue === 'STOPPING' || this.stateValue === 'STOPPED') throw new UnavailableError('NBD server is stopping');
+    const nameBytes = Buffer.byteLength(spec.name, 'utf8');
+    if (nameBytes === 0 || nameBytes > NBD_MAX_STRING || spec.name.includes('\0')) throw new InputError('NBD export names are 1 to 4096 bytes of UTF-8 without NUL', { name: spec.name });
+    if (spec.hostId === '') throw new InputError('an NBD export needs a host id', { name: spec.name });
+    if (this.exports.has(spec.name) || this.opening.has(spec.name)) throw new ConflictError(`NBD export '${spec.name}' exists`, { name: spec.name });
+    this.opening.add(spec.name);
+    try {
+      const readOnly = spec.readOnly ?? false;
+      const device = await FileDevice.open(spec.path, readOnly);
+      const exp: ServedExport = { name: spec.name, size: device.size, readOnly, hostId: spec.hostId, path: spec.path, device, ...(spec.description === undefined ? {} : { description: spec.description }) };
+      this.exports.set(spec.name, exp);
+      this.log?.info({ export: spec.name, hostId: spec.hostId, size: device.size, readOnly }, 'nbd export added');
+    } finally {
+      this.opening.delete(spec.name);
+    }
+  }
+
+  /** Stops serving an export: new clients cannot open it and connected ones are cut at once. Absent is fine. */
+  async removeExport(name: string): Promise<void> {
+    const exp = this.exports.get(name);
+    if (exp === undefined) return;
+    this.exports.delete(name);
+    const cut = [...this.connections].filter((c) => c.export === exp);
+    for (const c of cut) c.destroy('export removed');
+    await Promise.all(cut.map((c) => c.closed));
+    await exp.device.close();
+    this.log?.info({ export: name, connections: cut.length }, 'nbd export removed');
+  }
+
+  /** Removes every export of a host and cuts every connection it has, attached or not. */
+  async closeHost(hostId: string): Promise<void> {
+    const names = [...this.exports.values()].filter((e) => e.hostId === hostId).map((e) => e.name);
+    const cut = [...this.connections].filter((c) => c.identity === hostId);
+    for (const c of cut) c.destroy('host closed');
+    await Promise.all([...names.map((n) => this.removeExport(n)), ...cut.map((c) => c.closed)]);
+  }
+
+  /** The exports served, for status pages and tests. */
+  listExports(): readonly { name: string; hostId: string; path: string; size: number; readOnly: boolean }[] {
+    return [...this.exports.values()].map(({ name, hostId, path, size, readOnly }) => ({ name, hostId, path, size, readOnly }));
+  }
+
+  private accept(socket: Socket): void {
+    if (this.stateValue !== 'RUNNING') {
+      socket.destroy();
+      return;
+    }
+    const tlsOn = this.options.tls !== undefined;
+    const visible = (identity: string | null, e: ServedExport) => !tlsOn || e.hostId === identity;
+    const config: HandshakeConfig<ServedExport> = {
+      tlsRequired: tlsOn,
+      maxOptionLength: this.options.maxOptionLength,
+      blockSizes: { min: 1, preferred: 4096, max: this.options.maxRequestLength },
+      authorize: (identity, name) => {
+        const e = this.exports.get(name);
+        return e !== undefined && visible(identity, e) ? e : undefined;
+      },
+      list: (identity) => [...this.exports.values()].filter((e) => visible(identity, e)),
+    };
+    const log = this.log?.child({ conn: ++this.connectionCount, remote: `${socket.remoteAddress}:${socket.remotePort}` });
+    const conn = new NbdConnection(socket, new Handshake(config), this.options.tls, this.options, log);
+    this.connections.add(conn);
+    void conn.closed.then(() => this.connections.delete(conn));
+  }
+}
