@@ -15,6 +15,10 @@ export interface RawConfig {
   reflink?: 'auto' | 'never';
   provisionWaitTimeout?: string | number;
   drainTimeout?: string | number;
+  exporter?: 'nbd' | 'path';
+  nbdListen?: string;
+  nbdAdvertise?: string;
+  nbdTls?: 'psk' | 'off';
 }
 
 export interface Config {
@@ -36,9 +40,18 @@ export interface Config {
   readonly provisionWaitTimeoutMs: number;
   /** How long `stop` waits for copies in flight before it stops anyway. Default 10s. */
   readonly drainTimeoutMs: number;
+  /** How hosts reach their copies: `nbd` (built-in NBD server, default) or `path` (the local file). */
+  readonly exporter: 'nbd' | 'path';
+  /** The NBD server's address. Default `$PRESTAGE_NBD_LISTEN` or 0.0.0.0:10809 (the IANA NBD port). */
+  readonly nbdListen: { readonly host: string; readonly port: number };
+  /** The address written into the URIs hosts get; default the listen address, or the first IPv4 when listening on all. */
+  readonly nbdAdvertise: string | undefined;
+  /** `psk` (default): TLS-PSK with one key per host; `off`: plaintext, anyone who reaches the port sees every export. */
+  readonly nbdTls: 'psk' | 'off';
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:7480';
+export const DEFAULT_NBD_LISTEN = '0.0.0.0:10809';
 
 export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
   return env.PRESTAGE_DATA ?? join(homedir(), '.local', 'share', 'prestage');
@@ -64,6 +77,10 @@ export function compileConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.e
   }
   const reflink = raw.reflink ?? 'auto';
   if (reflink !== 'auto' && reflink !== 'never') throw new InputError("reflink must be 'auto' or 'never'", { field: 'reflink' });
+  const exporter = raw.exporter ?? 'nbd';
+  if (exporter !== 'nbd' && exporter !== 'path') throw new InputError("exporter must be 'nbd' or 'path'", { field: 'exporter' });
+  const nbdTls = raw.nbdTls ?? 'psk';
+  if (nbdTls !== 'psk' && nbdTls !== 'off') throw new InputError("nbd tls must be 'psk' or 'off'", { field: 'nbdTls' });
   return Object.freeze({
     dataDir: resolve(raw.dataDir ?? defaultDataDir(env)),
     listen: Object.freeze(parseListen(raw.listen ?? env.PRESTAGE_LISTEN ?? DEFAULT_LISTEN)),
@@ -74,5 +91,9 @@ export function compileConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.e
     reflink,
     provisionWaitTimeoutMs: parseDuration(raw.provisionWaitTimeout ?? '30m', 'provisionWaitTimeout'),
     drainTimeoutMs: parseDuration(raw.drainTimeout ?? '10s', 'drainTimeout'),
+    exporter,
+    nbdListen: Object.freeze(parseListen(raw.nbdListen ?? env.PRESTAGE_NBD_LISTEN ?? DEFAULT_NBD_LISTEN)),
+    nbdAdvertise: raw.nbdAdvertise,
+    nbdTls,
   });
 }

@@ -1,3 +1,3 @@
 export { PrestageApp, type AppState } from './prestage-app.js';
-export { compileConfig, defaultDataDir, parseListen, DEFAULT_LISTEN, type Config, type RawConfig } from './config.js';
+export { compileConfig, defaultDataDir, parseListen, DEFAULT_LISTEN, DEFAULT_NBD_LISTEN, type Config, type RawConfig } from './config.js';
 export { VERSION } from './version.js';

@@ -5,7 +5,7 @@ import { pino, type Logger } from 'pino';
 import { buildApi } from '../api/index.js';
 import type { Exporter, Store, VolumeDriver } from '../domain/index.js';
 import { FileDriver } from '../drivers/index.js';
-import { LocalPathExporter } from '../exporters/index.js';
+import { LocalPathExporter, NbdExporter } from '../exporters/index.js';
 import { Replenisher } from '../pool/index.js';
 import { HostService, ImageService, PoolService, ProvisioningService, reconcile, type ReconcileReport } from '../service/index.js';
 import { openSqliteStore } from '../store/index.js';
@@ -85,8 +85,9 @@ export class PrestageApp {
         logger: logger.child({ component: 'driver' }),
       });
       this.onStop('driver', () => driver.close());
-      const exporter: Exporter = new LocalPathExporter();
+      const exporter: Exporter = await this.openExporter();
       this.onStop('exporter', () => exporter.close());
+      for (const { hostId, psk } of await store.listHostKeys()) exporter.setHostKey(hostId, psk);
 
       this.reconcileValue = await reconcile(store, driver, logger);
 
@@ -107,12 +108,12 @@ export class PrestageApp {
       const http = await buildApi({
         store,
         images: new ImageService({ store, driver, replenisher, logger, defaultPool: config.poolAutoCreate ? config.poolDefaults : null }),
-        hosts: new HostService(store),
+        hosts: new HostService(store, exporter),
         pools: new PoolService(store, replenisher, config.poolDefaults),
         provisioning,
         replenisher,
         logger: logger.child({ component: 'api' }),
-        info: { version: VERSION, dataDir: config.dataDir, driver: driver.name, exporter: exporter.name },
+        info: { version: VERSION, dataDir: config.dataDir, driver: driver.name, exporter: this.nbd ? `nbd ${this.nbd.address}${config.nbdTls === 'psk' ? ' (TLS-PSK)' : ''}` : exporter.name },
       });
       this.httpValue = http;
       this.onStop('http', () => http.close());
@@ -129,6 +130,28 @@ export class PrestageApp {
       await this.runShutdownHooks();
       throw e;
     }
+  }
+
+  /** The address hosts reach copies at, when the exporter is a network server. */
+  get exporterAddress(): string | undefined {
+    return this.nbd?.address;
+  }
+
+  private nbd: NbdExporter | undefined;
+
+  private async openExporter(): Promise<Exporter> {
+    const { config } = this;
+    if (config.exporter === 'path') return new LocalPathExporter();
+    const nbd = new NbdExporter({
+      listen: config.nbdListen,
+      tls: config.nbdTls,
+      ...(config.nbdAdvertise !== undefined && { advertise: config.nbdAdvertise }),
+      logger: this.logger.child({ component: 'nbd' }),
+    });
+    await nbd.start();
+    this.nbd = nbd;
+    this.logger.info({ address: nbd.address, tls: config.nbdTls }, 'NBD exporter listening');
+    return nbd;
   }
 
   async stop(): Promise<void> {

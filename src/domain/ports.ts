@@ -54,7 +54,10 @@ export interface VolumeDriver {
 /** How a mapped copy reaches its host. A spare or an image is never exported. */
 export interface Exporter {
   readonly name: string;
+  /** Exports the copy to the mapping's host only; exporting an exported copy again is a no-op. */
   export(mapping: Mapping, copy: Copy): Promise<Access>;
+  /** The host's credentials changed (a new key, or null when the host is removed). */
+  setHostKey(hostId: string, pskHex: string | null): void;
   unexport(hostId: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -114,6 +117,7 @@ export interface Store {
   /** Sets the host's TLS-PSK key (hex); the PSK identity is the host id. */
   setHostKey(id: string, pskHex: string, event: NewEvent): Promise<void>;
   getHostKey(id: string): Promise<string | undefined>;
+  listHostKeys(): Promise<{ hostId: string; psk: string }[]>;
   getMapping(hostId: string): Promise<Mapping | undefined>;
   listMappings(): Promise<Mapping[]>;
 

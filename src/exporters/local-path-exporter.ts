@@ -11,6 +11,10 @@ export class LocalPathExporter implements Exporter {
     return Promise.resolve({ kind: 'path', path: copy.volume });
   }
 
+  setHostKey(_hostId: string, _pskHex: string | null): void {
+    // A local path needs no credentials.
+  }
+
   unexport(_hostId: string): Promise<void> {
     return Promise.resolve();
   }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { InputError, NotFoundError, type Host, type Store } from '../domain/index.js';
+import { InputError, NotFoundError, type Exporter, type Host, type Store } from '../domain/index.js';
 
 /** A host's TLS-PSK credentials, in the key-file line format nbdinfo and qemu read (`identity:hexkey`). */
 export interface HostKey {
@@ -14,7 +14,10 @@ const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
 
 export class HostService {
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly store: Store,
+    private readonly exporter: Exporter,
+  ) {}
 
   async add(input: { id: string; mac?: string | null; labels?: Record<string, string> }): Promise<Host> {
     if (!HOST_ID.test(input.id)) {
@@ -53,11 +56,13 @@ export class HostService {
   async rotateKey(id: string): Promise<HostKey> {
     const key = randomBytes(32).toString('hex');
     await this.store.setHostKey(id, key, { type: 'host.key-rotated', subject: id });
+    this.exporter.setHostKey(id, key);
     return hostKey(id, key);
   }
 
-  remove(id: string): Promise<void> {
-    return this.store.deleteHost(id, { type: 'host.removed', subject: id });
+  async remove(id: string): Promise<void> {
+    await this.store.deleteHost(id, { type: 'host.removed', subject: id });
+    this.exporter.setHostKey(id, null);
   }
 }
 

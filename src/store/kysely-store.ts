@@ -367,6 +367,11 @@ export class KyselyStore implements Store {
     });
   }
 
+  async listHostKeys(): Promise<{ hostId: string; psk: string }[]> {
+    const rows = await this.db.selectFrom('hosts').select(['id', 'psk']).where('psk', 'is not', null).execute();
+    return rows.map((r) => ({ hostId: r.id, psk: r.psk! }));
+  }
+
   async getHostKey(id: string): Promise<string | undefined> {
     const r = await this.db.selectFrom('hosts').select('psk').where('id', '=', id).executeTakeFirst();
     return r?.psk ?? undefined;

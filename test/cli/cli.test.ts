@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { access, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -212,16 +212,23 @@ describe('prestage against a running server', () => {
   let copyPath: string;
 
   it('provisions a host from a ready spare, and again gives the same copy', async () => {
-    const p = parse<{ copyId: string; outcome: string; existing: boolean; access: { kind: string; path: string }; waitMs: number }>(
+    const p = parse<{ copyId: string; outcome: string; existing: boolean; access: { kind: string; uri: string }; waitMs: number }>(
       await cli('provision', 'h1', 'base', '--json'),
     );
     assert.equal(p.outcome, 'warm', 'two spares were ready');
     assert.equal(p.existing, false);
-    assert.equal(p.access.kind, 'path');
-    assert.equal((await stat(p.access.path)).size, 8 * MiB);
-    assert.equal(await sha256File(p.access.path), imageSha);
+    assert.equal(p.access.kind, 'nbd', 'the default exporter is the built-in NBD server');
+    assert.match(p.access.uri, new RegExp(`^nbds://h1@127\\.0\\.0\\.1:[0-9]+/${p.copyId}$`));
     copyId = p.copyId;
-    copyPath = p.access.path;
+    const copies = (await (await fetch(`${serve.url}/v1/copies?state=mapped`)).json()) as { id: string; volume: string }[];
+    copyPath = copies.find((c) => c.id === copyId)!.volume;
+    assert.equal((await stat(copyPath)).size, 8 * MiB);
+
+    // The host reads its copy over NBD with its own key, as a real client does.
+    const keyFile = join(dir, 'h1.psk');
+    assert.equal((await cli('host', 'key', 'h1', '--out', keyFile)).code, 0);
+    const sum = execFileSync('bash', ['-o', 'pipefail', '-c', `nbdcopy '${p.access.uri}?tls-psk-file=${keyFile}' - | sha256sum`], { encoding: 'utf8' });
+    assert.equal(sum.split(' ')[0], imageSha);
 
     const again = parse<{ copyId: string; existing: boolean }>(await cli('provision', 'h1', 'base', '--json'));
     assert.equal(again.copyId, copyId);
@@ -232,7 +239,7 @@ describe('prestage against a running server', () => {
     assert.match(human.stdout, new RegExp(`^copy\\s+${copyId}$`, 'm'));
     assert.match(human.stdout, /^outcome\s+warm \(already mapped\)$/m);
     assert.match(human.stdout, /^wait\s+[0-9.]+ ms$/m);
-    assert.ok(human.stdout.includes(`path     ${copyPath}\n`), human.stdout);
+    assert.ok(human.stdout.includes(`nbd      ${p.access.uri} (export ${copyId})\n`), human.stdout);
   });
 
   it('writes and rotates the host key file (identity:hexkey, mode 0600), keeping other identities', async () => {

@@ -8,8 +8,10 @@ import { execFile, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
-import { NbdServer, nbdProtocol as p } from '../../src/exporters/nbd/index.js';
+import { ConflictError, InputError, UnavailableError } from '../../src/domain/index.js';
+import { DEFAULT_PSK_CIPHERS, NbdServer, nbdProtocol as p } from '../../src/exporters/nbd/index.js';
 import { makeTempDir, sha256File, waitFor, writeRandomFile, writeSparseFile } from '../helpers/files.js';
 import { mutate, prng } from './nbd-helpers.js';
 
@@ -53,27 +55,51 @@ function nbdsh(uri: string, lines: readonly string[], opt = false): string[] {
   return ['-c', [...connect, ...lines].join('\n')];
 }
 
-/** Sends bytes and waits for the server to close the connection; returns what it sent back. */
-function exchange(port: number, packets: readonly Buffer[], timeoutMs = 5000): Promise<Buffer> {
+/**
+ * A fuzz client's conversation: sends `packets` and waits for the server to hang up. With `psk`
+ * it first upgrades properly (flags, STARTTLS, TLS as that identity) and sends them over TLS.
+ */
+function exchange(port: number, packets: readonly Buffer[], psk?: { identity: string; key: Buffer }, timeoutMs = 5000): Promise<void> {
   return new Promise((resolve, reject) => {
-    const got: Buffer[] = [];
     const socket: Socket = connect(port, '127.0.0.1');
+    let stream: Socket = socket;
     const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error('the server did not close the connection'));
+      stream.destroy();
+      reject(new Error(`the server did not close the connection: ${packets.map((b) => b.toString('hex')).join(' ')}`));
     }, timeoutMs);
-    socket.on('data', (b) => got.push(b));
-    socket.on('error', () => undefined); // a reset is one way to be hung up on
-    socket.on('close', () => {
+    const send = (to: Socket) => {
+      for (const packet of packets) to.write(packet);
+      to.end();
+    };
+    const done = () => {
       clearTimeout(timer);
-      resolve(Buffer.concat(got));
-    });
-    socket.once('connect', () => {
-      for (const packet of packets) socket.write(packet);
-      socket.end();
-    });
+      resolve();
+    };
+    socket.on('error', () => undefined); // a reset is one way to be hung up on
+    socket.on('close', done);
+    if (psk === undefined) {
+      socket.resume(); // read (and drop) the replies, or the server's close is never seen
+      socket.once('connect', () => send(socket));
+      return;
+    }
+    socket.once('connect', () => socket.write(Buffer.concat([p.clientFlags(p.NBD_FLAG_C_FIXED_NEWSTYLE | p.NBD_FLAG_C_NO_ZEROES), p.clientOption(p.NBD_OPT.STARTTLS)])));
+    let got = 0;
+    const onData = (b: Buffer) => {
+      got += b.length;
+      if (got < 18 + 20) return; // greeting, then the ACK to STARTTLS
+      socket.off('data', onData);
+      const secure = tlsConnect({ socket, pskCallback: () => ({ identity: psk.identity, psk: psk.key }), ciphers: DEFAULT_PSK_CIPHERS, checkServerIdentity: () => undefined });
+      stream = secure;
+      secure.on('error', () => undefined);
+      secure.on('close', done);
+      secure.resume();
+      secure.once('secureConnect', () => send(secure));
+    };
+    socket.on('data', onData);
   });
 }
+
+it('has the real NBD clients installed (a missing one fails here, naming its package)', () => requireTools());
 
 const SPARSE_DATA = [
   { offset: 4 * MiB, length: 2 * MiB },
@@ -282,8 +308,8 @@ for (const tls of ['psk', 'off'] as const) {
 
     it('survives 1,000 mutated packets from a fuzz client, then serves nbdinfo', async () => {
       const rand = prng(tls === 'psk' ? 1 : 2);
-      const opening = [
-        p.clientFlags(p.NBD_FLAG_C_FIXED_NEWSTYLE | p.NBD_FLAG_C_NO_ZEROES),
+      const flags = p.clientFlags(p.NBD_FLAG_C_FIXED_NEWSTYLE | p.NBD_FLAG_C_NO_ZEROES);
+      const options = [
         p.clientOption(p.NBD_OPT.STRUCTURED_REPLY),
         p.clientOption(p.NBD_OPT.SET_META_CONTEXT, p.metaContextRequestData('a-fuzz', ['base:allocation'])),
         p.clientOption(p.NBD_OPT.LIST),
@@ -299,18 +325,22 @@ for (const tls of ['psk', 'off'] as const) {
         p.clientRequest({ flags: 0, type: p.NBD_CMD.FLUSH, handle: 6n, offset: 0, length: 0 }),
       ];
       const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
-      let sent = 0;
-      const conversations: Buffer[][] = [];
-      while (sent < 1000) {
-        // Each conversation is a well-formed opening (cut short at random) and then packets with
-        // one to three mutations each, so every stage of the protocol gets bad bytes.
-        const keep = Math.floor(rand() * (opening.length + 1));
-        const packets = opening.slice(0, keep);
-        const bad = 1 + Math.floor(rand() * 4);
-        for (let i = 0; i < bad && sent < 1000; i++, sent++) packets.push(mutate(pick(keep === opening.length ? requests : opening), rand));
-        conversations.push(packets);
+      const conversations: { packets: Buffer[]; overTls: boolean }[] = [];
+      for (let sent = 0; sent < 1000; ) {
+        // A well-formed opening cut short at random, then packets with one to three mutations
+        // each, so every stage gets bad bytes. With TLS, most conversations first upgrade
+        // properly as hostA, the rest fuzz the plaintext part.
+        const overTls = tls === 'psk' && rand() < 0.75;
+        const keep = Math.floor(rand() * (options.length + 1));
+        const packets = [...(overTls ? [] : [flags]), ...options.slice(0, keep)];
+        const pool = keep === options.length ? requests : [flags, ...options];
+        for (let i = 1 + Math.floor(rand() * 4); i > 0 && sent < 1000; i--, sent++) packets.push(mutate(pick(pool), rand));
+        conversations.push({ packets, overTls });
       }
-      for (let i = 0; i < conversations.length; i += 8) await Promise.all(conversations.slice(i, i + 8).map((c) => exchange(port, c)));
+      const psk = { identity: 'hostA', key: keys.get('hostA') ?? Buffer.alloc(0) };
+      for (let i = 0; i < conversations.length; i += 8) {
+        await Promise.all(conversations.slice(i, i + 8).map((c) => exchange(port, c.packets, c.overTls ? psk : undefined)));
+      }
       assert.equal(server.state, 'RUNNING');
       await waitFor('every fuzz connection to be gone', () => Promise.resolve(server.connectionsOpen === 0), 10_000);
       await ok('nbdinfo', [uri('a-disk')]);
@@ -345,5 +375,37 @@ describe('NBD server lifecycle', () => {
       await server.stop();
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('NBD server API', () => {
+  it('checks options, export specs and its lifecycle', async () => {
+    assert.throws(() => new NbdServer({}), InputError, 'TLS-PSK needs keys');
+    assert.throws(() => new NbdServer({ tls: 'off', maxRequestLength: 100 }), InputError);
+    assert.throws(() => new NbdServer({ tls: 'off', maxInFlight: 0 }), InputError);
+    const dir = await makeTempDir('prestage-nbd-');
+    const server = new NbdServer({ tls: 'psk', keys: () => undefined });
+    try {
+      await writeSparseFile(join(dir, 'x.img'), MiB, []);
+      await server.addExport({ name: 'x', path: join(dir, 'x.img'), hostId: 'h1' });
+      await server.addExport({ name: 'y', path: join(dir, 'x.img'), hostId: 'h1', readOnly: true });
+      await server.addExport({ name: 'z', path: join(dir, 'x.img'), hostId: 'h2' });
+      await assert.rejects(server.addExport({ name: 'x', path: join(dir, 'x.img'), hostId: 'h2' }), ConflictError);
+      await assert.rejects(server.addExport({ name: '', path: join(dir, 'x.img'), hostId: 'h2' }), InputError);
+      await assert.rejects(server.addExport({ name: 'dir', path: dir, hostId: 'h2', readOnly: true }), InputError);
+      await assert.rejects(server.addExport({ name: 'gone', path: join(dir, 'missing.img'), hostId: 'h2' }), /ENOENT/);
+      assert.deepEqual(server.listExports().map((e) => [e.name, e.size, e.readOnly]), [['x', MiB, false], ['y', MiB, true], ['z', MiB, false]]);
+      await server.start({ host: '127.0.0.1', port: 0 });
+      await assert.rejects(server.start({ host: '127.0.0.1', port: 0 }), ConflictError);
+      await server.closeHost('h1');
+      assert.deepEqual(server.listExports().map((e) => e.name), ['z']);
+      await server.removeExport('z');
+      await server.removeExport('z'); // absent is fine
+    } finally {
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+    assert.equal(server.state, 'STOPPED');
+    await assert.rejects(server.addExport({ name: 'late', path: '/dev/null', hostId: 'h' }), UnavailableError);
   });
 });

@@ -36,6 +36,8 @@ describe('NBD serializers', () => {
     assert.equal(hex(p.simpleReply(0x0102030405060708n, 22)), '67446698' + '00000016' + '0102030405060708');
     assert.equal(hex(p.offsetDataHeader(9n, 4096, 512, true)), '668e33ef' + '0001' + '0001' + '0000000000000009' + '00000208' + '0000000000001000');
     assert.equal(hex(p.structuredError(9n, 5, 'io')), '668e33ef' + '0001' + '8001' + '0000000000000009' + '00000008' + '00000005' + '0002' + '696f');
+    assert.equal(hex(p.offsetHole(9n, 512, 4096, false)), '668e33ef' + '0000' + '0002' + '0000000000000009' + '0000000c' + '0000000000000200' + '00001000');
+    assert.equal(hex(p.structuredErrorOffset(9n, 5, 512, 'x')), '668e33ef' + '0001' + '8002' + '0000000000000009' + '0000000f' + '00000005' + '0001' + '78' + '0000000000000200');
     assert.equal(hex(p.structuredNone(9n)), '668e33ef' + '0001' + '0000' + '0000000000000009' + '00000000');
     assert.equal(
       hex(p.blockStatusReply(9n, 1, [{ length: 4096, flags: 3 }, { length: 512, flags: 0 }])),

@@ -14,7 +14,8 @@ export interface TestApp {
 /** A real app on a real data directory (real SQLite file, real files), without a listening socket. */
 export async function startTestApp(raw: RawConfig = {}): Promise<TestApp> {
   const dataDir = raw.dataDir ?? (await makeTempDir());
-  const config = compileConfig({ poolAutoCreate: false, logLevel: 'silent', drainTimeout: '30s', ...raw, dataDir });
+  // The service tests read copies through their local path; the NBD tests ask for nbd.
+  const config = compileConfig({ poolAutoCreate: false, logLevel: 'silent', drainTimeout: '30s', exporter: 'path', nbdListen: '127.0.0.1:0', ...raw, dataDir });
   const app = new PrestageApp(config, pino({ level: process.env.PRESTAGE_TEST_LOG ?? 'silent' }));
   await app.start({ listen: false });
   return {

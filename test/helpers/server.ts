@@ -32,7 +32,7 @@ export interface ServeProcess {
 export async function startServe(dataDir: string, extraArgs: readonly string[] = []): Promise<ServeProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--log-level', 'warn', ...extraArgs], {
+  const child = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--nbd-listen', '127.0.0.1:0', '--log-level', 'warn', ...extraArgs], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let err = '';

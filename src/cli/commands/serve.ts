@@ -36,6 +36,10 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
     .option('--pool-max <n>', 'max spares of that pool (default 8)', count)
     .option('--copy-concurrency <n>', 'copies made at once over all pools (default 2)', positive)
     .addOption(new Option('--reflink <mode>', 'clone with reflink where the filesystem can (auto) or always copy bytes (never)').choices(['auto', 'never'] as const))
+    .addOption(new Option('--exporter <kind>', 'how hosts reach their copies: nbd (built-in NBD server) or path (local file); default nbd').choices(['nbd', 'path'] as const))
+    .option('--nbd-listen <host:port>', 'address of the NBD server (default $PRESTAGE_NBD_LISTEN or 0.0.0.0:10809)')
+    .option('--nbd-advertise <host>', 'address put into the nbds:// URIs hosts get (default: the listen address, or the first IPv4)')
+    .addOption(new Option('--nbd-tls <mode>', 'psk: TLS-PSK, one key per host (default); off: plaintext, no access control').choices(['psk', 'off'] as const))
     .action(async (opts) => {
       // Loaded here so client commands do not pay for the server's modules.
       const { PrestageApp, compileConfig } = await import('../../app/index.js');
@@ -48,6 +52,10 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
           poolDefaultMax: opts.poolMax,
           copyConcurrency: opts.copyConcurrency,
           reflink: opts.reflink,
+          exporter: opts.exporter,
+          nbdListen: opts.nbdListen,
+          nbdAdvertise: opts.nbdAdvertise,
+          nbdTls: opts.nbdTls,
         },
         ctx.io.env,
       );
@@ -58,12 +66,15 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
           await app.start();
         } catch (e) {
           const code = errnoCode(e);
-          const listen = `${config.listen.host}:${config.listen.port}`;
+          // Node's listen errors name the address that failed: the API's or the NBD server's.
+          const failed = e instanceof Error && 'port' in e && 'address' in e ? `${String(e.address)}:${String(e.port)}` : undefined;
+          const listen = failed ?? `${config.listen.host}:${config.listen.port}`;
           if (code === 'EADDRINUSE') throw new UnavailableError(`cannot listen on ${listen}: the address is in use (another prestage serve?)`, {}, { cause: e });
           if (code === 'EACCES' || code === 'EADDRNOTAVAIL') throw new UnavailableError(`cannot listen on ${listen}: ${code}`, {}, { cause: e });
           throw e;
         }
         ctx.err(`prestage serving on http://${app.address} (data ${config.dataDir})`);
+        if (app.exporterAddress !== undefined) ctx.err(`NBD exports on ${app.exporterAddress}${config.nbdTls === 'psk' ? ' (TLS-PSK: prestage host key HOST --out FILE)' : ' (no TLS)'}`);
         await signal;
         await app.stop();
         ctx.err('prestage stopped');

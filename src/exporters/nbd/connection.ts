@@ -53,6 +53,9 @@ export class NbdConnection<E extends DeviceExport> {
   private inFlightBytes = 0;
   private log: Logger | undefined;
   private resolveClosed: () => void = () => undefined;
+  /** Bytes that arrived over TLS before we saw the handshake finish; negotiated right after. */
+  private early: Buffer[] = [];
+  private gone = false;
 
   constructor(
     socket: Socket,
@@ -68,10 +71,6 @@ export class NbdConnection<E extends DeviceExport> {
     this.attach(socket);
     this.idle = setTimeout(() => this.destroy('negotiation timed out'), limits.negotiationTimeoutMs);
     this.write([handshake.greeting()]);
-  }
-
-  get inTransmission(): boolean {
-    return this.phase === 'transmission' || this.phase === 'draining';
   }
 
   /**
@@ -99,13 +98,13 @@ export class NbdConnection<E extends DeviceExport> {
   private attach(stream: Socket): void {
     stream.on('data', this.onData);
     stream.on('error', (err) => this.destroy(err.message));
-    // After STARTTLS either the TLS socket or the one under it may report the close first.
     stream.once('close', () => this.onClose());
   }
 
   private readonly onData = (chunk: Buffer): void => {
     this.idle?.refresh();
     if (this.phase === 'negotiating') this.negotiate(chunk);
+    else if (this.phase === 'tls') this.early.push(chunk);
     else if (this.phase === 'transmission') {
       this.parser?.push(chunk);
       this.pump();
@@ -164,9 +163,11 @@ export class NbdConnection<E extends DeviceExport> {
       if (identity === undefined || this.phase !== 'tls') return this.destroy('TLS up without a PSK identity');
       this.identity = identity;
       this.log = this.log?.child({ hostId: identity });
+      this.log?.debug({ protocol: secure.getProtocol(), cipher: secure.getCipher().name }, 'nbd TLS up');
       this.handshake.tlsEstablished(identity);
       this.phase = 'negotiating';
       this.idle?.refresh();
+      for (const chunk of this.early.splice(0)) if (this.phase === 'negotiating') this.negotiate(chunk);
     });
   }
 
@@ -261,6 +262,9 @@ export class NbdConnection<E extends DeviceExport> {
   }
 
   private onClose(): void {
+    if (this.gone) return; // after STARTTLS both sockets report it
+    this.gone = true;
+    if (this.export !== undefined) this.log?.info('nbd client detached');
     this.phase = 'closed';
     clearTimeout(this.idle);
     this.resolveClosed();

@@ -82,17 +82,22 @@ export class FileDevice implements BlockDevice {
     return this.track(async () => {
       const end = offset + length;
       const out: Extent[] = [];
+      let pos = offset;
       const add = (to: number, flags: number) => {
         out.push({ length: to - pos, flags });
         pos = to;
       };
-      let pos = offset;
       try {
         while (pos < end && out.length < max) {
           const data = await seekData(this.handle.fd, pos);
           if (data === null || data >= end) add(end, NBD_STATE_HOLE | NBD_STATE_ZERO);
           else if (data > pos) add(data, NBD_STATE_HOLE | NBD_STATE_ZERO);
-          else add(Math.min(await seekHole(this.handle.fd, pos), end), 0);
+          else {
+            // A hole punched between the two calls could put the next hole at `pos`: then
+            // claim data up to the end, which is always a true answer, never an empty extent.
+            const hole = await seekHole(this.handle.fd, pos);
+            add(hole > pos ? Math.min(hole, end) : end, 0);
+          }
         }
       } catch {
         // Status 0 ("allocated, contents unknown") is always a true answer.

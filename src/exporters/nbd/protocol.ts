@@ -246,6 +246,27 @@ export function offsetDataHeader(handle: bigint, offset: number, dataLength: num
   return b;
 }
 
+/** An NBD_REPLY_TYPE_OFFSET_HOLE chunk: `length` bytes at `offset` read as zeros. */
+export function offsetHole(handle: bigint, offset: number, length: number, done: boolean): Buffer {
+  const b = Buffer.alloc(32);
+  writeChunkHeader(b, done ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE.OFFSET_HOLE, handle, 12);
+  b.writeBigUInt64BE(BigInt(offset), 20);
+  b.writeUInt32BE(length, 28);
+  return b;
+}
+
+/** An NBD_REPLY_TYPE_ERROR_OFFSET chunk: an error at one offset of the request. */
+export function structuredErrorOffset(handle: bigint, error: number, offset: number, message = '', done = true): Buffer {
+  const msg = truncateUtf8(message, NBD_MAX_STRING);
+  const b = Buffer.alloc(20 + 14 + msg.length);
+  writeChunkHeader(b, done ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE.ERROR_OFFSET, handle, 14 + msg.length);
+  b.writeUInt32BE(error, 20);
+  b.writeUInt16BE(msg.length, 24);
+  msg.copy(b, 26);
+  b.writeBigUInt64BE(BigInt(offset), 26 + msg.length);
+  return b;
+}
+
 /** A final NBD_REPLY_TYPE_ERROR chunk carrying an NBD error value and a message for people. */
 export function structuredError(handle: bigint, error: number, message = ''): Buffer {
   const msg = truncateUtf8(message, NBD_MAX_STRING);

@@ -1,0 +1,76 @@
+import { networkInterfaces } from 'node:os';
+import type { Logger } from 'pino';
+import type { Access, Copy, Exporter, Mapping } from '../domain/index.js';
+import { NbdServer } from './nbd/index.js';
+
+export interface NbdExporterOptions {
+  /** Where the NBD server listens. */
+  readonly listen: { readonly host: string; readonly port: number };
+  /** The address put in the URIs handed to hosts; default: the listen address, or this machine's first IPv4 when it listens on all. */
+  readonly advertise?: string;
+  /** `psk` (default): TLS-PSK, one key per host, identity = host id. */
+  readonly tls: 'psk' | 'off';
+  readonly logger?: Logger;
+}
+
+/** The address hosts should dial when the server listens on every interface. */
+function firstIPv4(): string {
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
+}
+
+/**
+ * Maps a copy to its host over NBD: one export per mapped copy, named by the copy id, that
+ * only the host's PSK identity can list or open. Releasing a host cuts its connections.
+ */
+export class NbdExporter implements Exporter {
+  readonly name = 'nbd';
+  private readonly keys = new Map<string, Buffer>();
+  private readonly server: NbdServer;
+  private bound: { host: string; port: number } | undefined;
+
+  constructor(private readonly o: NbdExporterOptions) {
+    this.server = new NbdServer({ tls: o.tls, keys: (id) => this.keys.get(id), ...(o.logger && { logger: o.logger }) });
+  }
+
+  async start(): Promise<{ host: string; port: number }> {
+    this.bound = await this.server.start({ host: this.o.listen.host, port: this.o.listen.port });
+    return this.bound;
+  }
+
+  /** host:port as hosts dial it. */
+  get address(): string {
+    if (!this.bound) throw new Error('the NBD server is not started');
+    const wildcard = this.bound.host === '0.0.0.0' || this.bound.host === '::';
+    const host = this.o.advertise ?? (wildcard ? firstIPv4() : this.bound.host);
+    return `${host.includes(':') ? `[${host}]` : host}:${this.bound.port}`;
+  }
+
+  setHostKey(hostId: string, pskHex: string | null): void {
+    if (pskHex === null) this.keys.delete(hostId);
+    else this.keys.set(hostId, Buffer.from(pskHex, 'hex'));
+  }
+
+  async export(mapping: Mapping, copy: Copy): Promise<Access> {
+    const exportName = copy.id;
+    if (!this.server.listExports().some((e) => e.name === exportName)) {
+      await this.server.addExport({ name: exportName, path: copy.volume, hostId: mapping.hostId, description: `${mapping.source} for ${mapping.hostId}` });
+    }
+    const scheme = this.o.tls === 'psk' ? 'nbds' : 'nbd';
+    return { kind: 'nbd', uri: `${scheme}://${encodeURIComponent(mapping.hostId)}@${this.address}/${encodeURIComponent(exportName)}`, exportName };
+  }
+
+  unexport(hostId: string): Promise<void> {
+    return this.server.closeHost(hostId);
+  }
+
+  exportsServed(): readonly { name: string; hostId: string }[] {
+    return this.server.listExports();
+  }
+
+  close(): Promise<void> {
+    return this.server.stop();
+  }
+}
