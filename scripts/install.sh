@@ -11,6 +11,8 @@ APT_PACKAGES=(
   xfsprogs btrfs-progs              # reflink filesystems for tests (loop-mounted)
   util-linux coreutils              # mount, losetup, fallocate
   python3 make g++                  # native builds of npm addons (better-sqlite3)
+  qemu-system-x86 linux-image-cloud-amd64 busybox-static  # test/e2e/boot.test.ts: a host really boots (tcg) from its NBD copy
+  kmod                              # … modprobe --show-depends lists the virtio modules its initramfs loads
 )
 
 if [ "$(id -u)" -ne 0 ]; then
