@@ -334,9 +334,12 @@ describe('prestage against a running server', () => {
   });
 
   it('refuses a second server on the same address and bad serve options', async () => {
-    const busy = await prestage(['serve', '--data', join(dir, 'other'), '--listen', `127.0.0.1:${port}`, '--log-level', 'silent']);
+    const busy = await prestage(['serve', '--data', join(dir, 'other'), '--listen', `127.0.0.1:${port}`, '--nbd-listen', '127.0.0.1:0', '--log-level', 'silent']);
     assert.equal(busy.code, 7);
     assert.match(busy.stderr, /^prestage: cannot listen on 127\.0\.0\.1:\d+: the address is in use/m);
+    const nbdBusy = await prestage(['serve', '--data', join(dir, 'other'), '--listen', '127.0.0.1:0', '--nbd-listen', `127.0.0.1:${port}`, '--log-level', 'silent']);
+    assert.equal(nbdBusy.code, 7);
+    assert.match(nbdBusy.stderr, /^prestage: NBD server cannot listen on 127\.0\.0\.1:\d+: the address is in use/m);
     const bad = await prestage(['serve', '--data', join(dir, 'other'), '--listen', 'nowhere']);
     assert.equal(bad.code, 2);
     assertOneErrorLine(bad, /--listen: expected HOST:PORT/);

@@ -8,7 +8,7 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
-import { ConflictError, InputError, UnavailableError } from '../../domain/index.js';
+import { ConflictError, InputError, UnavailableError, errnoCode } from '../../domain/index.js';
 import { NbdConnection, type ConnectionLimits, type DeviceExport, type TlsSetup } from './connection.js';
 import { FileDevice } from './file-device.js';
 import { Handshake, type HandshakeConfig } from './handshake.js';
@@ -151,7 +151,8 @@ export class NbdServer {
       });
     } catch (e) {
       this.stateValue = 'STOPPED';
-      throw new UnavailableError(`NBD server cannot listen on ${at.host}:${at.port}`, { ...at }, { cause: e });
+      const why = errnoCode(e) === 'EADDRINUSE' ? 'the address is in use (another prestage serve?)' : e instanceof Error ? e.message : String(e);
+      throw new UnavailableError(`NBD server cannot listen on ${at.host}:${at.port}: ${why}`, { ...at }, { cause: e });
     }
     server.on('error', (err) => this.log?.error({ err }, 'nbd listener error'));
     const address = server.address() as AddressInfo;
