@@ -1,3 +1,5 @@
+import { isUsageError } from './lib/usage.js';
+
 /**
  * Benchmarks: `npm run bench -- NAME [options]`. Each one lives in its own module, loaded only
  * when asked for, and exports `run(args)`.
@@ -12,14 +14,25 @@ const BENCHES: Readonly<Record<string, Bench>> = {
     summary: 'warm, cold and burst provisions through the HTTP API of a real `prestage serve` [--quick] [--phases warm,cold,burst] [--cpu-prof]',
     load: () => import('./provision.js'),
   },
+  nbd: {
+    summary: 'our NBD server against qemu-nbd: nbdcopy sequential reads (plain, TLS-PSK), fio 4 KiB random reads [--quick] [--tests seq,rand,tls] [--rounds N] [--cpu-prof]',
+    load: () => import('./nbd.js'),
+  },
 };
 
-const [name, ...args] = process.argv.slice(2);
-const bench = name !== undefined && Object.hasOwn(BENCHES, name) ? BENCHES[name] : undefined;
-if (!bench) {
-  if (name !== undefined) console.error(`bench: no benchmark named '${name}'`);
+function usage(problem: string | undefined): never {
+  if (problem !== undefined) console.error(`bench: ${problem}`);
   console.error('usage: npm run bench -- NAME [options]\n\nbenchmarks:');
   for (const [n, b] of Object.entries(BENCHES)) console.error(`  ${n.padEnd(10)} ${b.summary}`);
   process.exit(2);
 }
-await (await bench.load()).run(args);
+
+const [name, ...args] = process.argv.slice(2);
+const bench = name !== undefined && Object.hasOwn(BENCHES, name) ? BENCHES[name] : undefined;
+if (!bench) usage(name === undefined ? undefined : `no benchmark named '${name}'`);
+try {
+  await (await bench.load()).run(args);
+} catch (e) {
+  if (!isUsageError(e)) throw e;
+  usage(`${name}: ${e.message}`);
+}

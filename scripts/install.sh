@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   qemu-utils          # qemu-img: qcow2 → raw on import; NBD client checks
   nbdkit libnbd-bin python3-libnbd  # nbdinfo, nbdcopy, nbdsh: real NBD clients for the exporter's tests
+  fio                               # npm run bench -- nbd: 4 KiB random reads through fio's nbd engine
   e2fsprogs fdisk mtools xorriso    # image customization (templates)
   xfsprogs btrfs-progs              # reflink filesystems for tests (loop-mounted)
   util-linux coreutils              # mount, losetup, fallocate

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
@@ -54,7 +55,16 @@ export interface ServerOptions {
 export interface Server {
   readonly api: Api;
   readonly pid: number;
+  /** CPU time used so far (user + system) by the server's main thread and by the whole process; undefined off Linux. */
+  cpuMs(): { main: number; all: number } | undefined;
   stop(): Promise<void>;
+}
+
+/** utime + stime of a /proc stat file, in ms (clock ticks of 10 ms). */
+function procCpuMs(path: string): number {
+  const stat = readFileSync(path, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 /**
@@ -63,6 +73,8 @@ export interface Server {
  */
 export async function startServer(o: ServerOptions): Promise<Server> {
   const port = await freePort();
+  // The NBD exporter (the default) listens too; on a free port, two servers never clash on 10809.
+  const nbdPort = await freePort();
   const nodeFlags = o.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] : [];
   const args = [
     ...nodeFlags,
@@ -72,11 +84,16 @@ export async function startServer(o: ServerOptions): Promise<Server> {
     '--listen', `127.0.0.1:${port}`,
     '--log-level', 'warn',
     '--copy-concurrency', String(o.copyConcurrency ?? 2),
+    '--nbd-listen', `127.0.0.1:${nbdPort}`,
   ];
   const child = spawn(process.execPath, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | string>((r) => child.once('exit', (code, signal) => r(code ?? signal ?? '?')));
   let exitStatus: number | string | undefined;
-  void exited.then((s) => (exitStatus = s));
+  let stopping = false;
+  void exited.then((s) => {
+    exitStatus = s;
+    if (!stopping) log(`prestage serve exited unexpectedly with ${s}`);
+  });
   const tail: string[] = [];
   for (const stream of [child.stdout, child.stderr]) {
     let partial = '';
@@ -97,6 +114,7 @@ export async function startServer(o: ServerOptions): Promise<Server> {
   const stop = async () => {
     api.close();
     if (exitStatus !== undefined) return;
+    stopping = true;
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
     const status = await exited;
@@ -117,5 +135,13 @@ export async function startServer(o: ServerOptions): Promise<Server> {
     await sleep(100);
   }
   log(`prestage serve (pid ${child.pid}) on 127.0.0.1:${port}, data ${o.dataDir}`);
-  return { api, pid: child.pid!, stop };
+  const pid = child.pid!;
+  const cpuMs = () => {
+    try {
+      return { main: procCpuMs(`/proc/${pid}/task/${pid}/stat`), all: procCpuMs(`/proc/${pid}/stat`) };
+    } catch {
+      return undefined;
+    }
+  };
+  return { api, pid, cpuMs, stop };
 }

@@ -7,7 +7,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { InputError } from '../../domain/index.js';
 import { NBD_STATE_HOLE, NBD_STATE_ZERO, type Extent } from './protocol.js';
 import type { BlockDevice } from './transmission.js';
-import { punchHole, seekData, seekHole, zeroRange } from './native.js';
+import { punchHole, readCached, seekData, seekHole, zeroRange } from './native.js';
 
 /** Writes of zeros, when the filesystem cannot zero a range itself, go in pieces of this size. */
 const ZERO_PIECE = 1 << 20;
@@ -36,8 +36,11 @@ export class FileDevice implements BlockDevice {
   }
 
   read(into: Buffer, offset: number): Promise<void> {
+    // Data in the page cache is copied right here; only what is not cached goes to the thread pool.
+    const cached = this.closing ? -1 : readCached(this.handle.fd, into, offset);
+    if (cached === into.length) return Promise.resolve();
     return this.track(async () => {
-      for (let done = 0; done < into.length; ) {
+      for (let done = Math.max(cached, 0); done < into.length; ) {
         const { bytesRead } = await this.handle.read(into, done, into.length - done, offset + done);
         // The file shrank under us: report it rather than hand out bytes that were never read.
         if (bytesRead === 0) throw Object.assign(new Error('EIO: read past the end of the file'), { code: 'EIO' });
