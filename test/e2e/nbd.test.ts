@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { makeTempDir, sha256File, waitFor, writeRandomFile } from '../helpers/files.js';
@@ -9,8 +9,8 @@ import { freePort } from '../helpers/server.js';
 
 interface Provision { copyId: string; access: { kind: string; uri: string; exportName: string } }
 
-for (const tool of ['nbdinfo', 'nbdcopy']) {
-  assert.equal(spawnSync('bash', ['-c', `command -v ${tool}`]).status, 0, `${tool} is required: apt-get install libnbd-bin`);
+for (const [tool, pkg] of [['nbdinfo', 'libnbd-bin'], ['nbdcopy', 'libnbd-bin'], ['/usr/bin/nbdsh', 'python3-libnbd'], ['qemu-img', 'qemu-utils'], ['qemu-io', 'qemu-utils']]) {
+  assert.equal(spawnSync('bash', ['-c', `command -v ${tool}`]).status, 0, `${tool} is required: apt-get install ${pkg}`);
 }
 
 /**
@@ -89,6 +89,34 @@ describe('hosts reach their copies over the built-in NBD server, and only theirs
     const volume = (await t.call<{ id: string; volume: string }[]>('GET', '/v1/copies?state=mapped')).body.find((c) => c.id === m.copyId)!.volume;
     assert.equal(await sha256File(volume), await sha256File(data));
     assert.equal(await sha256File(golden.volume), golden.sha256);
+  });
+
+  it('qemu-img, qemu-io, nbdsh and nbdinfo --map/--can work against it with TLS-PSK', async () => {
+    const m = (await t.call<Provision>('POST', '/v1/hosts/h1/provision', { source: 'golden' })).body;
+    const tlsDir = join(dir, 'qemu-tls');
+    await mkdir(tlsDir, { recursive: true });
+    await copyFile(keyFile('h1'), join(tlsDir, 'keys.psk'));
+    const obj = `tls-creds-psk,id=t0,endpoint=client,dir=${tlsDir},username=h1`;
+    const opts = `driver=nbd,host=127.0.0.1,port=${port},export=${m.copyId},tls-creds=t0`;
+    const info = await nbd('qemu-img', 'info', '--object', obj, '--image-opts', opts);
+    assert.ok(info.ok && /virtual size: 4 MiB/.test(info.out), info.out);
+    const write = await nbd('qemu-io', '--object', obj, '--image-opts', opts, '-c', 'write -P 0x5a 1M 64k', '-c', 'flush', '-c', 'read -P 0x5a 1M 64k', '-c', 'write -z 2M 64k', '-c', 'discard 3M 64k');
+    assert.ok(write.ok && !/error|fail|mismatch/i.test(write.out), write.out);
+    const volume = (await t.call<{ id: string; volume: string }[]>('GET', '/v1/copies?state=mapped')).body.find((c) => c.id === m.copyId)!.volume;
+    const cmp = await nbd('qemu-img', 'compare', '--object', obj, '--image-opts', opts, `driver=raw,file.driver=file,file.filename=${volume}`);
+    assert.ok(cmp.ok, `the export and the file on disk are identical: ${cmp.out}`);
+    // nbdsh is Python: it needs Debian's python3, which has the nbd module, first on PATH.
+    const script = `h.set_uri_allow_local_file(True); h.connect_uri(${JSON.stringify(withKey(m.access.uri, 'h1'))}); print(h.get_size(), h.can_flush(), h.can_multi_conn())`;
+    const sh = await nbd('/usr/bin/env', `PATH=/usr/bin:${process.env.PATH ?? ''}`, 'nbdsh', '-c', script);
+    assert.ok(sh.ok, sh.out);
+    assert.equal(sh.out.trim(), `${4 << 20} True True`);
+    const map = await nbd('nbdinfo', '--map=base:allocation', '--json', withKey(m.access.uri, 'h1'));
+    assert.ok(map.ok, map.out);
+    const extents = JSON.parse(map.out) as { offset: number; length: number; type: number }[];
+    assert.equal(extents.reduce((n, e) => n + e.length, 0), 4 << 20, 'the map covers the export');
+    for (const flag of ['flush', 'trim', 'zero', 'fua', 'multi-conn']) {
+      assert.ok((await nbd('nbdinfo', `--can=${flag}`, withKey(m.access.uri, 'h1'))).ok, `can ${flag}`);
+    }
   });
 
   it('release closes the export at once; a new mapping is exported again after a restart', async () => {
