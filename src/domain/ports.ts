@@ -100,7 +100,7 @@ export interface Store {
   // copies
   insertCopy(copy: Copy): Promise<void>;
   getCopy(id: string): Promise<Copy | undefined>;
-  listCopies(filter?: { state?: CopyState; imageId?: string; pool?: string | null }): Promise<Copy[]>;
+  listCopies(filter?: { state?: CopyState; imageId?: string; notImageId?: string; pool?: string | null }): Promise<Copy[]>;
   countCopies(imageId: string, pool?: string | null): Promise<CopyCounts>;
   /** Moves a copy along the state machine if it is in `from`; returns false when it was not. */
   moveCopy(id: string, from: CopyState, to: CopyState, patch?: Partial<Pick<Copy, 'method' | 'error' | 'readyAt' | 'copyMs'>>, event?: NewEvent): Promise<boolean>;

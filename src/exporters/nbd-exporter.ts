@@ -28,6 +28,8 @@ function firstIPv4(): string {
 export class NbdExporter implements Exporter {
   readonly name = 'nbd';
   private readonly keys = new Map<string, Buffer>();
+  /** Export name → host, so a provision checks in O(1) whether its copy is exported already. */
+  private readonly exported = new Map<string, string>();
   private readonly server: NbdServer;
   private bound: { host: string; port: number } | undefined;
 
@@ -55,15 +57,17 @@ export class NbdExporter implements Exporter {
 
   async export(mapping: Mapping, copy: Copy): Promise<Access> {
     const exportName = copy.id;
-    if (!this.server.listExports().some((e) => e.name === exportName)) {
+    if (!this.exported.has(exportName)) {
       await this.server.addExport({ name: exportName, path: copy.volume, hostId: mapping.hostId, description: `${mapping.source} for ${mapping.hostId}` });
+      this.exported.set(exportName, mapping.hostId);
     }
     const scheme = this.o.tls === 'psk' ? 'nbds' : 'nbd';
     return { kind: 'nbd', uri: `${scheme}://${encodeURIComponent(mapping.hostId)}@${this.address}/${encodeURIComponent(exportName)}`, exportName };
   }
 
-  unexport(hostId: string): Promise<void> {
-    return this.server.closeHost(hostId);
+  async unexport(hostId: string): Promise<void> {
+    for (const [name, host] of this.exported) if (host === hostId) this.exported.delete(name);
+    await this.server.closeHost(hostId);
   }
 
   exportsServed(): readonly { name: string; hostId: string }[] {

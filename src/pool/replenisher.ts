@@ -212,8 +212,8 @@ export class Replenisher extends EventEmitter<Events> {
 
   /** Ready spares of a pool that no longer match its source (a newer version arrived) are removed. */
   private async discardStale(source: string, imageId: string | undefined): Promise<void> {
-    const spares = await this.opts.store.listCopies({ state: 'ready', pool: source });
-    for (const c of spares) if (c.imageId !== imageId) await this.discard(c.id, source, 'stale');
+    const stale = await this.opts.store.listCopies({ state: 'ready', pool: source, notImageId: imageId ?? '' });
+    for (const c of stale) await this.discard(c.id, source, 'stale');
   }
 
   /** A pool whose max was lowered gives back its newest spares above it. */

@@ -224,8 +224,9 @@ export class KyselyStore implements Store {
     return r && toCopy(r);
   }
 
-  async listCopies(filter: { state?: CopyState; imageId?: string; pool?: string | null } = {}): Promise<Copy[]> {
+  async listCopies(filter: { state?: CopyState; imageId?: string; notImageId?: string; pool?: string | null } = {}): Promise<Copy[]> {
     let q = this.db.selectFrom('copies').selectAll();
+    if (filter.notImageId !== undefined) q = q.where('image_id', '!=', filter.notImageId);
     if (filter.state !== undefined) q = q.where('state', '=', filter.state);
     if (filter.imageId !== undefined) q = q.where('image_id', '=', filter.imageId);
     if (filter.pool !== undefined) q = filter.pool === null ? q.where('pool', 'is', null) : q.where('pool', '=', filter.pool);

@@ -1,5 +1,5 @@
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, SqliteDialect } from 'kysely';
+import { Kysely, SqliteDialect, type SqliteDatabase } from 'kysely';
 import type { Database } from './schema.js';
 import { KyselyStore } from './kysely-store.js';
 
@@ -20,6 +20,26 @@ export async function openSqliteStore(opts: SqliteStoreOptions): Promise<KyselyS
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma(`busy_timeout = ${Math.trunc(opts.busyTimeoutMs ?? 5000)}`);
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   return KyselyStore.open(db, 'sqlite');
+}
+
+/**
+ * Kysely prepares every query anew; the same few statements run thousands of times a second
+ * on the provision path, so each SQL text is prepared once. Safe because Kysely's SQLite
+ * driver runs one query at a time on its one connection.
+ */
+function withStatementCache(db: BetterSqlite3.Database): SqliteDatabase {
+  const cache = new Map<string, BetterSqlite3.Statement>();
+  return {
+    close: () => db.close(),
+    prepare(sqlText: string) {
+      let stmt = cache.get(sqlText);
+      if (!stmt) {
+        stmt = db.prepare(sqlText);
+        if (cache.size < 1000) cache.set(sqlText, stmt);
+      }
+      return stmt;
+    },
+  };
 }
