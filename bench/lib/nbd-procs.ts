@@ -6,6 +6,7 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { followOutput } from './child-output.js';
 import { onCleanup } from './cleanup.js';
 import { log, sleep } from './log.js';
 
@@ -83,23 +84,10 @@ export function startDaemon(name: string, cmd: string, args: readonly string[], 
     exitStatus = s;
     if (!stopping) log(`${name} exited unexpectedly with ${s}`);
   });
-  const tail: string[] = [];
   const lineWaiters = new Set<(line: string) => void>();
-  for (const [stream, isStdout] of [[child.stdout, true], [child.stderr, false]] as const) {
-    let partial = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      const lines = (partial + chunk).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) {
-        if (line.trim() === '') continue;
-        tail.push(line);
-        if (tail.length > 40) tail.shift();
-        if (isStdout) for (const w of lineWaiters) w(line);
-        else process.stderr.write(`  [${name}] ${line.length > 400 ? `${line.slice(0, 400)}…` : line}\n`);
-      }
-    });
-  }
+  const tail = followOutput(child, name, (line) => {
+    for (const w of lineWaiters) w(line);
+  });
   const pid = child.pid ?? -1;
   const graceMs = opts.graceMs ?? 10_000;
   let stopped: Promise<void> | undefined;

@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { followOutput } from './child-output.js';
 import { onCleanup } from './cleanup.js';
 import { Api } from './http.js';
 import { log, sleep } from './log.js';
@@ -94,21 +95,7 @@ export async function startServer(o: ServerOptions): Promise<Server> {
     exitStatus = s;
     if (!stopping) log(`prestage serve exited unexpectedly with ${s}`);
   });
-  const tail: string[] = [];
-  for (const stream of [child.stdout, child.stderr]) {
-    let partial = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      const lines = (partial + chunk).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) {
-        if (line.trim() === '') continue;
-        tail.push(line);
-        if (tail.length > 40) tail.shift();
-        process.stderr.write(`  [server] ${line.length > 400 ? `${line.slice(0, 400)}…` : line}\n`);
-      }
-    });
-  }
+  const tail = followOutput(child, 'server');
 
   const api = new Api('127.0.0.1', port, o.maxSockets);
   const stop = async () => {
