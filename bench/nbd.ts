@@ -22,8 +22,8 @@ import { parseArgs } from 'node:util';
 import { cleanup, cleanupOnSignals, interrupted } from './lib/cleanup.js';
 import { log } from './lib/log.js';
 import { nowUs, summarizeProfile, type Window } from './lib/nbd-profile.js';
-import { freePort, requireTools, runClient, runOk, startDaemon, type Daemon } from './lib/nbd-procs.js';
-import { BENCH_DATA, REPO, workDir, writeRandomFile } from './lib/server.js';
+import { requireTools, runClient, runOk, startDaemon, type Daemon } from './lib/nbd-procs.js';
+import { BENCH_DATA, REPO, freePort, workDir, writeRandomFile } from './lib/server.js';
 import { percentile, round2 } from './lib/stats.js';
 import { UsageError } from './lib/usage.js';
 

@@ -5,7 +5,6 @@
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { followOutput } from './child-output.js';
 import { onCleanup } from './cleanup.js';
 import { log, sleep } from './log.js';
@@ -19,17 +18,6 @@ export function requireTools(tools: Readonly<Record<string, string>>): void {
   if (missing.length > 0) throw new Error(`missing: ${missing.map(([t, pkg]) => `${t} (apt-get install ${pkg})`).join(', ')}`);
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 let clockTick: number | undefined;
 /** Milliseconds per clock tick of /proc's CPU times (10 on every usual Linux). */

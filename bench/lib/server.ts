@@ -33,7 +33,8 @@ export async function writeRandomFile(path: string, mib: number): Promise<void> 
   }
 }
 
-function freePort(): Promise<number> {
+/** A port nothing listens on right now (bound on 127.0.0.1, then let go). */
+export function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const srv = createServer();
     srv.on('error', reject);
