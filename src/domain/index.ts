@@ -6,3 +6,4 @@ export * from './source-spec.js';
 export * from './units.js';
 export * from './ids.js';
 export * from './policy.js';
+export * from './template.js';
