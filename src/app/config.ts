@@ -18,7 +18,8 @@ export interface RawConfig {
   exporter?: 'nbd' | 'path';
   nbdListen?: string;
   nbdAdvertise?: string;
-  nbdTls?: 'psk' | 'off';
+  nbdTls?: 'psk' | 'x509' | 'off';
+  nbdTlsDir?: string;
 }
 
 export interface Config {
@@ -46,8 +47,13 @@ export interface Config {
   readonly nbdListen: { readonly host: string; readonly port: number };
   /** The address written into the URIs hosts get; default the listen address, or the first IPv4 when listening on all. */
   readonly nbdAdvertise: string | undefined;
-  /** `psk` (default): TLS-PSK with one key per host; `off`: plaintext, anyone who reaches the port sees every export. */
-  readonly nbdTls: 'psk' | 'off';
+  /**
+   * `psk` (default): TLS-PSK with one key per host; `x509`: certificates (server and per-host client
+   * certificates, CN = host id) from `nbdTlsDir`; `off`: plaintext, anyone who reaches the port sees every export.
+   */
+  readonly nbdTls: 'psk' | 'x509' | 'off';
+  /** With `x509`: a directory holding ca-cert.pem, server-cert.pem and server-key.pem (the layout qemu and libnbd use). */
+  readonly nbdTlsDir: string | undefined;
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:7480';
@@ -80,7 +86,11 @@ export function compileConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.e
   const exporter = raw.exporter ?? 'nbd';
   if (exporter !== 'nbd' && exporter !== 'path') throw new InputError("exporter must be 'nbd' or 'path'", { field: 'exporter' });
   const nbdTls = raw.nbdTls ?? 'psk';
-  if (nbdTls !== 'psk' && nbdTls !== 'off') throw new InputError("nbd tls must be 'psk' or 'off'", { field: 'nbdTls' });
+  if (nbdTls !== 'psk' && nbdTls !== 'x509' && nbdTls !== 'off') throw new InputError("nbd tls must be 'psk', 'x509' or 'off'", { field: 'nbdTls' });
+  const nbdTlsDir = raw.nbdTlsDir ?? env.PRESTAGE_NBD_TLS_DIR;
+  if (nbdTls === 'x509' && exporter === 'nbd' && nbdTlsDir === undefined) {
+    throw new InputError('--nbd-tls x509 needs --nbd-tls-dir DIR holding ca-cert.pem, server-cert.pem and server-key.pem', { field: 'nbdTlsDir' });
+  }
   return Object.freeze({
     dataDir: resolve(raw.dataDir ?? defaultDataDir(env)),
     listen: Object.freeze(parseListen(raw.listen ?? env.PRESTAGE_LISTEN ?? DEFAULT_LISTEN)),
@@ -95,5 +105,6 @@ export function compileConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.e
     nbdListen: Object.freeze(parseListen(raw.nbdListen ?? env.PRESTAGE_NBD_LISTEN ?? DEFAULT_NBD_LISTEN)),
     nbdAdvertise: raw.nbdAdvertise,
     nbdTls,
+    nbdTlsDir: nbdTlsDir === undefined ? undefined : resolve(nbdTlsDir),
   });
 }

@@ -1,9 +1,9 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { buildApi } from '../api/index.js';
-import type { Exporter, Store, VolumeDriver } from '../domain/index.js';
+import { InputError, errnoCode, type Exporter, type Store, type VolumeDriver } from '../domain/index.js';
 import { FileDriver } from '../drivers/index.js';
 import { LocalPathExporter, NbdExporter } from '../exporters/index.js';
 import { Replenisher } from '../pool/index.js';
@@ -113,7 +113,7 @@ export class PrestageApp {
         provisioning,
         replenisher,
         logger: logger.child({ component: 'api' }),
-        info: { version: VERSION, dataDir: config.dataDir, driver: driver.name, exporter: this.nbd ? `nbd ${this.nbd.address}${config.nbdTls === 'psk' ? ' (TLS-PSK)' : ''}` : exporter.name },
+        info: { version: VERSION, dataDir: config.dataDir, driver: driver.name, exporter: this.nbd ? `nbd ${this.nbd.address}${config.nbdTls === 'off' ? '' : config.nbdTls === 'psk' ? ' (TLS-PSK)' : ' (TLS X.509)'}` : exporter.name },
       });
       this.httpValue = http;
       this.onStop('http', () => http.close());
@@ -145,6 +145,7 @@ export class PrestageApp {
     const nbd = new NbdExporter({
       listen: config.nbdListen,
       tls: config.nbdTls,
+      ...(config.nbdTls === 'x509' && { x509: await readX509Dir(config.nbdTlsDir) }),
       ...(config.nbdAdvertise !== undefined && { advertise: config.nbdAdvertise }),
       logger: this.logger.child({ component: 'nbd' }),
     });
@@ -171,4 +172,17 @@ export class PrestageApp {
       }
     }
   }
+}
+
+/** The server side of the qemu/libnbd certificate directory layout, with errors that name the file. */
+async function readX509Dir(dir: string | undefined): Promise<{ cert: Buffer; key: Buffer; ca: Buffer }> {
+  if (dir === undefined) throw new InputError('--nbd-tls x509 needs --nbd-tls-dir');
+  const read = async (file: string) => {
+    try {
+      return await readFile(join(dir, file));
+    } catch (e) {
+      throw new InputError(`--nbd-tls-dir ${dir}: cannot read ${file} (${errnoCode(e) ?? String(e)}); it needs ca-cert.pem, server-cert.pem and server-key.pem`, { field: 'nbdTlsDir' }, { cause: e });
+    }
+  };
+  return { ca: await read('ca-cert.pem'), cert: await read('server-cert.pem'), key: await read('server-key.pem') };
 }

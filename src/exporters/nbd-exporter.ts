@@ -8,8 +8,10 @@ export interface NbdExporterOptions {
   readonly listen: { readonly host: string; readonly port: number };
   /** The address put in the URIs handed to hosts; default: the listen address, or this machine's first IPv4 when it listens on all. */
   readonly advertise?: string;
-  /** `psk` (default): TLS-PSK, one key per host, identity = host id. */
-  readonly tls: 'psk' | 'off';
+  /** `psk`: TLS-PSK, one key per host, identity = host id; `x509`: client certificates whose CN is the host id. */
+  readonly tls: 'psk' | 'x509' | 'off';
+  /** PEM of the server certificate, its key and the CA of client certificates; with `tls: 'x509'`. */
+  readonly x509?: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer };
   readonly logger?: Logger;
 }
 
@@ -23,7 +25,7 @@ function firstIPv4(): string {
 
 /**
  * Maps a copy to its host over NBD: one export per mapped copy, named by the copy id, that
- * only the host's PSK identity can list or open. Releasing a host cuts its connections.
+ * only the host (by its PSK identity or certificate CN) can list or open. Releasing a host cuts its connections.
  */
 export class NbdExporter implements Exporter {
   readonly name = 'nbd';
@@ -34,7 +36,7 @@ export class NbdExporter implements Exporter {
   private bound: { host: string; port: number } | undefined;
 
   constructor(private readonly o: NbdExporterOptions) {
-    this.server = new NbdServer({ tls: o.tls, keys: (id) => this.keys.get(id), ...(o.logger && { logger: o.logger }) });
+    this.server = new NbdServer({ tls: o.tls, keys: (id) => this.keys.get(id), ...(o.x509 && { x509: o.x509 }), ...(o.logger && { logger: o.logger }) });
   }
 
   async start(): Promise<{ host: string; port: number }> {
@@ -61,7 +63,7 @@ export class NbdExporter implements Exporter {
       await this.server.addExport({ name: exportName, path: copy.volume, hostId: mapping.hostId, description: `${mapping.source} for ${mapping.hostId}` });
       this.exported.set(exportName, mapping.hostId);
     }
-    const scheme = this.o.tls === 'psk' ? 'nbds' : 'nbd';
+    const scheme = this.o.tls === 'off' ? 'nbd' : 'nbds';
     return { kind: 'nbd', uri: `${scheme}://${encodeURIComponent(mapping.hostId)}@${this.address}/${encodeURIComponent(exportName)}`, exportName };
   }
 

@@ -26,6 +26,12 @@ function firstSignal(ctx: CliContext): { signal: Promise<NodeJS.Signals>; dispos
   return { signal, dispose: () => signals.forEach((s) => process.off(s, onSignal)) };
 }
 
+const NBD_TLS_NOTE = {
+  psk: ' (TLS-PSK: prestage host key HOST --out FILE)',
+  x509: ' (TLS X.509: a host shows a client certificate of the CA whose CN is its id)',
+  off: ' (no TLS)',
+} as const;
+
 export function serveCommand(ctx: CliContext): CommandUnknownOpts {
   return new Command('serve')
     .description('run the prestage server: API, replenisher and exporter over one data directory')
@@ -39,7 +45,8 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
     .addOption(new Option('--exporter <kind>', 'how hosts reach their copies: nbd (built-in NBD server) or path (local file); default nbd').choices(['nbd', 'path'] as const))
     .option('--nbd-listen <host:port>', 'address of the NBD server (default $PRESTAGE_NBD_LISTEN or 0.0.0.0:10809)')
     .option('--nbd-advertise <host>', 'address put into the nbds:// URIs hosts get (default: the listen address, or the first IPv4)')
-    .addOption(new Option('--nbd-tls <mode>', 'psk: TLS-PSK, one key per host (default); off: plaintext, no access control').choices(['psk', 'off'] as const))
+    .addOption(new Option('--nbd-tls <mode>', 'psk: TLS-PSK, one key per host (default); x509: client certificates, CN = host id; off: plaintext, no access control').choices(['psk', 'x509', 'off'] as const))
+    .option('--nbd-tls-dir <dir>', 'with --nbd-tls x509: ca-cert.pem, server-cert.pem, server-key.pem (default $PRESTAGE_NBD_TLS_DIR)')
     .action(async (opts) => {
       // Loaded here so client commands do not pay for the server's modules.
       const { PrestageApp, compileConfig } = await import('../../app/index.js');
@@ -56,6 +63,7 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
           nbdListen: opts.nbdListen,
           nbdAdvertise: opts.nbdAdvertise,
           nbdTls: opts.nbdTls,
+          nbdTlsDir: opts.nbdTlsDir,
         },
         ctx.io.env,
       );
@@ -74,7 +82,7 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
           throw e;
         }
         ctx.err(`prestage serving on http://${app.address} (data ${config.dataDir})`);
-        if (app.exporterAddress !== undefined) ctx.err(`NBD exports on ${app.exporterAddress}${config.nbdTls === 'psk' ? ' (TLS-PSK: prestage host key HOST --out FILE)' : ' (no TLS)'}`);
+        if (app.exporterAddress !== undefined) ctx.err(`NBD exports on ${app.exporterAddress}${NBD_TLS_NOTE[config.nbdTls]}`);
         await signal;
         await app.stop();
         ctx.err('prestage stopped');

@@ -4,6 +4,7 @@
  * `transmission.ts`; this file only schedules (timeouts, backpressure, shutdown).
  */
 import type { Socket } from 'node:net';
+import type { X509Certificate } from 'node:crypto';
 import { TLSSocket, type SecureContext, type TlsOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Handshake, NbdExportInfo, Negotiated } from './handshake.js';
@@ -25,10 +26,43 @@ export interface ConnectionLimits {
   readonly maxInFlightBytes: number;
 }
 
-export interface TlsSetup {
-  readonly secureContext: SecureContext;
-  /** The PSK of an identity, or undefined to refuse it. */
-  readonly keys: (identity: string) => Buffer | undefined;
+/**
+ * How a client proves which host it is. `psk`: by the key of its PSK identity (the host id).
+ * `x509`: by a client certificate our CA signed; the host id is the certificate's subject CN.
+ */
+export type TlsSetup =
+  | {
+      readonly mode: 'psk';
+      readonly secureContext: SecureContext;
+      /** The PSK of an identity, or undefined to refuse it. */
+      readonly keys: (identity: string) => Buffer | undefined;
+    }
+  | {
+      readonly mode: 'x509';
+      readonly secureContext: SecureContext;
+      /** The CAs whose signature on a client certificate proves a host's id. */
+      readonly clientCas: readonly X509Certificate[];
+    };
+
+/** `1.3.6.1.5.5.7.3.2`: TLS Web Client Authentication. */
+const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+
+/**
+ * The host id a client certificate names (its subject CN), if one of our CAs issued and signed
+ * it, it is valid now and may be used by a client. Node checks nothing of this for a TLSSocket
+ * made outside a tls.Server (OpenSSL's verdict is only read there), so we check it here.
+ */
+function certificateIdentity(secure: TLSSocket, cas: readonly X509Certificate[]): string | undefined {
+  const peer = secure.getPeerX509Certificate();
+  if (peer === undefined) return undefined;
+  const now = Date.now();
+  if (now < Date.parse(peer.validFrom) || now > Date.parse(peer.validTo)) return undefined;
+  if (!cas.some((ca) => peer.checkIssued(ca) && peer.verify(ca.publicKey))) return undefined;
+  const usage = peer.keyUsage as string[] | undefined; // extended key usage; absent means any
+  if (usage !== undefined && !usage.includes(CLIENT_AUTH)) return undefined;
+  const cn = secure.getPeerCertificate().subject?.CN;
+  // Several CNs come as an array: ambiguous, so no identity.
+  return typeof cn === 'string' && cn !== '' ? cn : undefined;
 }
 
 /** How long a closing connection waits for the client to close its side. */
@@ -37,7 +71,7 @@ const LINGER_MS = 2000;
 type Phase = 'negotiating' | 'tls' | 'transmission' | 'draining' | 'closed';
 
 export class NbdConnection<E extends DeviceExport> {
-  /** The TLS-PSK identity, once proven; null without TLS. */
+  /** The host id the client proved over TLS (PSK identity or certificate CN); null without TLS. */
   identity: string | null = null;
   /** The export in use, once in transmission. */
   export: E | undefined;
@@ -146,21 +180,26 @@ export class NbdConnection<E extends DeviceExport> {
     raw.removeListener('data', this.onData);
     this.phase = 'tls';
     let identity: string | undefined;
-    const options: TlsOptions & { isServer: true } = {
-      isServer: true,
-      secureContext: tls.secureContext,
-      pskCallback: (_socket, id) => {
-        const key = tls.keys(id);
-        if (key === undefined) this.log?.info({ identity: id }, 'nbd client offered an unknown PSK identity');
-        identity = id;
-        return key ?? null;
-      },
-    };
+    const options: TlsOptions & { isServer: true } =
+      tls.mode === 'psk'
+        ? {
+            isServer: true,
+            secureContext: tls.secureContext,
+            pskCallback: (_socket, id) => {
+              const key = tls.keys(id);
+              if (key === undefined) this.log?.info({ identity: id }, 'nbd client offered an unknown PSK identity');
+              identity = id;
+              return key ?? null;
+            },
+          }
+        : // A client without a certificate of our CA fails in the handshake itself.
+          { isServer: true, secureContext: tls.secureContext, requestCert: true, rejectUnauthorized: true };
     const secure = new TLSSocket(raw, options);
     this.stream = secure;
     this.attach(secure);
     secure.once('secure', () => {
-      if (identity === undefined || this.phase !== 'tls') return this.destroy('TLS up without a PSK identity');
+      if (tls.mode === 'x509') identity = certificateIdentity(secure, tls.clientCas);
+      if (identity === undefined || this.phase !== 'tls') return this.destroy('TLS up without a host identity');
       this.identity = identity;
       this.log = this.log?.child({ hostId: identity });
       this.log?.debug({ protocol: secure.getProtocol(), cipher: secure.getCipher().name }, 'nbd TLS up');

@@ -6,6 +6,7 @@
  * authentication at all; that mode is for trusted networks and tests.
  */
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { ConflictError, InputError, UnavailableError, errnoCode } from '../../domain/index.js';
@@ -17,12 +18,15 @@ import { NBD_MAX_STRING } from './protocol.js';
 export interface NbdServerOptions {
   /**
    * `'psk'` (default): clients must upgrade with NBD_OPT_STARTTLS and prove a host's key;
-   * nothing but STARTTLS and ABORT is answered before. `'off'`: plaintext, no authentication:
-   * whoever reaches the port can list and open every export.
+   * nothing but STARTTLS and ABORT is answered before. `'x509'`: the same, but a host proves
+   * itself with a client certificate signed by `x509.ca` whose subject CN is its host id.
+   * `'off'`: plaintext, no authentication: whoever reaches the port can list and open every export.
    */
-  readonly tls?: 'psk' | 'off';
+  readonly tls?: 'psk' | 'x509' | 'off';
   /** The pre-shared key of a host id (the client's PSK identity); undefined refuses it. Required with `tls: 'psk'`. */
   readonly keys?: (identity: string) => Buffer | undefined;
+  /** PEM: the server's certificate chain and key, and the CA(s) that sign client certificates. Required with `tls: 'x509'`. */
+  readonly x509?: { readonly cert: string | Buffer; readonly key: string | Buffer; readonly ca: string | Buffer };
   /** OpenSSL cipher list, TLS 1.3 suites included. Default: `DEFAULT_PSK_CIPHERS`. */
   readonly ciphers?: string;
   /** A client silent this long before transmission starts is dropped. Default 30 000 ms. */
@@ -94,10 +98,8 @@ function compile(o: NbdServerOptions): Readonly<CompiledOptions> {
     if (!Number.isInteger(value) || value < min || value > max) throw new InputError(`NBD server option ${name} must be an integer from ${min} to ${max}`, { [name]: value });
     return value;
   };
-  const tlsMode = o.tls ?? 'psk';
-  if (tlsMode === 'psk' && o.keys === undefined) throw new InputError('NBD server with TLS-PSK needs a keys() lookup');
   return Object.freeze({
-    tls: tlsMode === 'psk' && o.keys ? { keys: o.keys, secureContext: createSecureContext({ ciphers: o.ciphers ?? DEFAULT_PSK_CIPHERS, honorCipherOrder: true, minVersion: 'TLSv1.2' }) } : undefined,
+    tls: compileTls(o),
     negotiationTimeoutMs: int('negotiationTimeoutMs', o.negotiationTimeoutMs ?? 30_000, 1),
     // At least room for NBD_OPT_GO with a name of the spec's longest (4096 bytes).
     maxOptionLength: int('maxOptionLength', o.maxOptionLength ?? 64 * KiB, 4 * KiB + 16),
@@ -107,6 +109,34 @@ function compile(o: NbdServerOptions): Readonly<CompiledOptions> {
     maxInFlightBytes: int('maxInFlightBytes', o.maxInFlightBytes ?? 64 * MiB, 1),
     stopTimeoutMs: int('stopTimeoutMs', o.stopTimeoutMs ?? 10_000, 0),
   });
+}
+
+/** Each certificate of a PEM bundle. */
+function pemCertificates(pem: string | Buffer): X509Certificate[] {
+  const blocks = pem.toString().match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new Error('the CA file holds no PEM certificate');
+  return blocks.map((b) => new X509Certificate(b));
+}
+
+function compileTls(o: NbdServerOptions): TlsSetup | undefined {
+  const mode = o.tls ?? 'psk';
+  switch (mode) {
+    case 'off':
+      return undefined;
+    case 'psk':
+      if (o.keys === undefined) throw new InputError('NBD server with TLS-PSK needs a keys() lookup');
+      return { mode, keys: o.keys, secureContext: createSecureContext({ ciphers: o.ciphers ?? DEFAULT_PSK_CIPHERS, honorCipherOrder: true, minVersion: 'TLSv1.2' }) };
+    case 'x509': {
+      if (o.x509 === undefined) throw new InputError('NBD server with TLS X.509 needs a server certificate, its key and a CA');
+      try {
+        return { mode, secureContext: createSecureContext({ ...o.x509, minVersion: 'TLSv1.2' }), clientCas: pemCertificates(o.x509.ca) };
+      } catch (e) {
+        throw new InputError(`NBD server TLS X.509: the certificate, key or CA is not usable: ${e instanceof Error ? e.message : String(e)}`, {}, { cause: e });
+      }
+    }
+    default:
+      throw new InputError("NBD server option tls must be 'psk', 'x509' or 'off'", { tls: mode });
+  }
 }
 
 export class NbdServer {
@@ -156,7 +186,7 @@ export class NbdServer {
     }
     server.on('error', (err) => this.log?.error({ err }, 'nbd listener error'));
     const address = server.address() as AddressInfo;
-    this.log?.info({ host: address.address, port: address.port, tls: this.options.tls ? 'psk' : 'off' }, 'nbd server listening');
+    this.log?.info({ host: address.address, port: address.port, tls: this.options.tls?.mode ?? 'off' }, 'nbd server listening');
     return { host: address.address, port: address.port };
   }
 
