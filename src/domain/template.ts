@@ -53,8 +53,8 @@ export interface TemplateSpec {
   /** `golden` (follows the latest version) or `golden@N` (pinned). */
   readonly base: string;
   readonly description?: string;
-  /** Default: the whole disk when it has no partition table, else partition number 1. */
-  readonly partition?: PartitionSelector;
+  /** Default partition number 1; `whole-disk` for a disk image that is one filesystem (no partition table). */
+  readonly partition?: PartitionSelector | 'whole-disk';
   /** Default `ext`. */
   readonly filesystem: FilesystemKind;
   /** `auto` (default): a new version of the base rebuilds the template; `manual`: only `template build` does. */
