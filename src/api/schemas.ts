@@ -24,6 +24,8 @@ export const ImageSchema = Type.Object(
     volume: Type.String(),
     state: Type.String(),
     createdAt: Type.String(),
+    kind: Type.Union([Type.Literal('golden'), Type.Literal('template')]),
+    baseImageId: Type.Union([Type.String(), Type.Null()], { description: 'for a template version: the golden version it was built from' }),
   },
   { $id: 'Image' },
 );
@@ -47,6 +49,7 @@ export const HostSchema = Type.Object(
     id: Type.String(),
     mac: Type.Union([Type.String(), Type.Null()]),
     labels: Type.Record(Type.String(), Type.String()),
+    vars: Type.Record(Type.String(), Type.String(), { description: "the host's values for templates' per-host data" }),
     createdAt: Type.String(),
     mapping: Type.Optional(
       Type.Union([Type.Null(), Type.Object({ copyId: Type.String(), source: Type.String(), imageId: Type.String(), createdAt: Type.String() })]),
@@ -105,3 +108,38 @@ export const HostParam = Type.Object({ id: Type.String({ minLength: 1, maxLength
 export const RefParam = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 80 }) });
 
 export type ImageBody = Static<typeof ImageSchema>;
+
+export const TemplateBuildSchema = Type.Object(
+  {
+    id: Type.String(),
+    template: Type.String(),
+    state: Type.Union([Type.Literal('building'), Type.Literal('done'), Type.Literal('unchanged'), Type.Literal('failed')]),
+    trigger: Type.String(),
+    baseImageId: Type.Union([Type.String(), Type.Null()]),
+    imageId: Type.Union([Type.String(), Type.Null()]),
+    version: Type.Union([Type.Integer(), Type.Null()]),
+    error: Type.Union([Type.String(), Type.Null()]),
+    startedAt: Type.String(),
+    finishedAt: Type.Union([Type.String(), Type.Null()]),
+    buildMs: Type.Union([Type.Integer(), Type.Null()]),
+    rolloverMs: Type.Union([Type.Integer(), Type.Null()], { description: 'from the new base version until provisions got the new template version' }),
+    refilledMs: Type.Union([Type.Integer(), Type.Null()], { description: 'from the new base version until the pool held its target of new-version spares' }),
+    log: Type.Optional(Type.String()),
+  },
+  { $id: 'TemplateBuild' },
+);
+
+export const TemplateSchema = Type.Object(
+  {
+    name: Type.String(),
+    base: Type.String(),
+    rebuild: Type.String(),
+    specSha256: Type.String(),
+    spec: Type.Unknown(),
+    createdAt: Type.String(),
+    updatedAt: Type.String(),
+    versions: Type.Array(Type.Unsafe({ $ref: 'Image#' })),
+    latestBuild: Type.Union([Type.Null(), Type.Unsafe({ $ref: 'TemplateBuild#' })]),
+  },
+  { $id: 'Template' },
+);

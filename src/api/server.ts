@@ -4,7 +4,8 @@ import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Copy, Image, Store } from '../domain/index.js';
 import type { Replenisher } from '../pool/index.js';
-import type { HostService, ImageService, PoolService, ProvisioningService } from '../service/index.js';
+import type { HostService, ImageService, PoolService, ProvisioningService, TemplateService, TemplateView } from '../service/index.js';
+import { TemplateSpecBody, type TemplateBuild } from '../domain/index.js';
 import { installErrorHandling } from './errors.js';
 import {
   CopySchema,
@@ -13,6 +14,8 @@ import {
   HostSchema,
   ImageSchema,
   PoolSchema,
+  TemplateBuildSchema,
+  TemplateSchema,
   ProvisionSchema,
   RefParam,
   SourceParam,
@@ -27,12 +30,24 @@ export interface ApiDeps {
   readonly hosts: HostService;
   readonly pools: PoolService;
   readonly provisioning: ProvisioningService;
+  readonly templates: TemplateService;
   readonly replenisher: Replenisher;
   readonly logger: Logger;
   readonly info: { readonly version: string; readonly dataDir: string; readonly driver: string; readonly exporter: string };
 }
 
 const imageView = (i: Image) => ({ ...i, ref: `${i.name}@${i.version}` });
+const templateView = (t: TemplateView) => ({ ...t, base: t.spec.base, rebuild: t.spec.rebuild, versions: t.versions.map(imageView), latestBuild: t.latestBuild && buildView(t.latestBuild) });
+const buildView = ({ spec: _spec, log: _log, ...b }: TemplateBuild) => b;
+
+/** HTTP Basic credentials, or undefined when absent or malformed. */
+function basicAuth(header: string | undefined): { user: string; secret: string } | undefined {
+  const m = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(header ?? '');
+  if (!m) return undefined;
+  const text = Buffer.from(m[1]!, 'base64').toString('utf8');
+  const colon = text.indexOf(':');
+  return colon < 0 ? undefined : { user: text.slice(0, colon), secret: text.slice(colon + 1) };
+}
 
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   // Per-request lines would drown the log at thousands of provisions a second; errors still show.
@@ -54,9 +69,11 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   app.addSchema(HostSchema);
   app.addSchema(ProvisionSchema);
   app.addSchema(CopySchema);
+  app.addSchema(TemplateBuildSchema);
+  app.addSchema(TemplateSchema);
   installErrorHandling(app);
   const tasks = new TaskBoard();
-  const { store, images, hosts, pools, provisioning, replenisher } = deps;
+  const { store, images, hosts, pools, provisioning, replenisher, templates } = deps;
 
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
 
@@ -126,6 +143,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
             id: Type.String({ minLength: 1, maxLength: 63 }),
             mac: Type.Optional(Type.String({ maxLength: 17 })),
             labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+            vars: Type.Optional(Type.Record(Type.String(), Type.String(), { description: "values for templates' per-host params" })),
           },
           { additionalProperties: false },
         ),
@@ -146,6 +164,18 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     await hosts.remove(req.params.id);
     return reply.status(204).send(null);
   });
+  app.patch(
+    '/v1/hosts/:id/vars',
+    {
+      schema: {
+        summary: "Set (a string) or remove (null) the host's values for templates' per-host data",
+        params: HostParam,
+        body: Type.Record(Type.String(), Type.Union([Type.String(), Type.Null()])),
+        response: { 200: { $ref: 'Host#' }, ...errors(400, 404) },
+      },
+    },
+    (req) => hosts.setVars(req.params.id, req.body),
+  );
   const KeySchema = Type.Object({ hostId: Type.String(), identity: Type.String(), key: Type.String(), pskFileLine: Type.String() });
   app.get(
     '/v1/hosts/:id/key',
@@ -173,6 +203,82 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     '/v1/hosts/:id/release',
     { schema: { params: HostParam, response: { 200: Type.Object({ hostId: Type.String(), copyId: Type.String() }), ...errors(404) } } },
     (req) => provisioning.release(req.params.id),
+  );
+
+  // templates ---------------------------------------------------------------------------
+  const TemplateParam = Type.Object({ name: Type.String({ minLength: 1, maxLength: 63 }) });
+  app.post(
+    '/v1/templates',
+    {
+      schema: {
+        summary: 'Create or update a template from its spec, and build it (a new version when the result differs)',
+        body: TemplateSpecBody,
+        response: { 201: Type.Object({ template: { $ref: 'Template#' }, build: { $ref: 'TemplateBuild#' } }), ...errors(400, 404, 409, 422, 507) },
+      },
+      // The schema documents the body; validateTemplateSpec checks it, naming every field at fault.
+      validatorCompiler: () => (value: unknown) => ({ value }),
+      bodyLimit: 64 << 20,
+    },
+    async (req, reply) => {
+      const task = tasks.begin('build', (req.body as { name: string }).name);
+      try {
+        const r = await templates.apply(req.body);
+        return await reply.status(201).send({ template: templateView(r.template), build: buildView(r.build) });
+      } finally {
+        tasks.end(task);
+      }
+    },
+  );
+  app.get('/v1/templates', { schema: { response: { 200: Type.Array(Type.Unsafe({ $ref: 'Template#' })) } } }, async () => (await templates.list()).map(templateView));
+  app.get('/v1/templates/:name', { schema: { params: TemplateParam, response: { 200: { $ref: 'Template#' }, ...errors(404) } } }, async (req) => templateView(await templates.get(req.params.name)));
+  app.post(
+    '/v1/templates/:name/build',
+    { schema: { summary: 'Build the template again now', params: TemplateParam, response: { 201: { $ref: 'TemplateBuild#' }, ...errors(404, 409, 422, 507) } } },
+    async (req, reply) => {
+      const task = tasks.begin('build', req.params.name);
+      try {
+        return await reply.status(201).send(buildView(await templates.build(req.params.name, 'build')));
+      } finally {
+        tasks.end(task);
+      }
+    },
+  );
+  app.get(
+    '/v1/templates/:name/builds',
+    {
+      schema: {
+        summary: 'Builds with their logs, newest first; `version` picks the build that made it',
+        params: TemplateParam,
+        querystring: Type.Object({ version: Type.Optional(Type.Integer({ minimum: 1 })) }),
+        response: { 200: Type.Array(Type.Unsafe({ $ref: 'TemplateBuild#' })), ...errors(404) },
+      },
+    },
+    async (req) => (await templates.builds(req.params.name, req.query.version)).map(({ spec: _spec, ...b }) => b),
+  );
+  app.delete('/v1/templates/:name', { schema: { params: TemplateParam, response: { 204: Type.Null(), ...errors(404, 409) } } }, async (req, reply) => {
+    await templates.remove(req.params.name, (ref) => images.remove(ref));
+    return reply.status(204).send(null);
+  });
+
+  // per-host cloud-init NoCloud-net data, for the host's own credentials only -------------
+  app.get(
+    '/v1/meta/:id/:doc',
+    {
+      schema: {
+        summary: "A host's cloud-init NoCloud-net document (HTTP Basic: the host id and its key in hex)",
+        params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 63 }), doc: Type.Union([Type.Literal('meta-data'), Type.Literal('user-data'), Type.Literal('network-config'), Type.Literal('vendor-data')]) }),
+      },
+    },
+    async (req, reply) => {
+      const cred = basicAuth(req.headers.authorization);
+      // Unknown host, wrong key, another host's key: one answer, and nothing about the host.
+      if (!cred || cred.user !== req.params.id || !(await hosts.checkKey(req.params.id, cred.secret))) {
+        return reply.status(401).header('www-authenticate', 'Basic realm="prestage meta"').send({ error: { code: 'PRESTAGE_UNAUTHORIZED', message: 'meta-data needs the host id and its key (HTTP Basic)' } });
+      }
+      const text = await templates.perHostDocument(req.params.id, req.params.doc);
+      if (text === undefined) return reply.status(404).send({ error: { code: 'PRESTAGE_NOT_FOUND', message: `no ${req.params.doc} for host '${req.params.id}'` } });
+      return reply.type('text/plain; charset=utf-8').send(text);
+    },
   );
 
   // copies, tasks, events, status -------------------------------------------------------

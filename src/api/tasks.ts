@@ -1,6 +1,6 @@
 /** Long operations in progress (imports), so clients can draw a progress bar while they wait. */
 export interface Task {
-  readonly kind: 'import';
+  readonly kind: 'import' | 'build';
   readonly subject: string;
   doneBytes: number;
   totalBytes: number;

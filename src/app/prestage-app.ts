@@ -3,11 +3,12 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { buildApi } from '../api/index.js';
-import { InputError, errnoCode, type Exporter, type Store, type VolumeDriver } from '../domain/index.js';
+import { InputError, errnoCode, type Customizer, type Exporter, type Store, type VolumeDriver } from '../domain/index.js';
 import { FileDriver } from '../drivers/index.js';
 import { LocalPathExporter, NbdExporter } from '../exporters/index.js';
 import { Replenisher } from '../pool/index.js';
-import { HostService, ImageService, PoolService, ProvisioningService, reconcile, type ReconcileReport } from '../service/index.js';
+import { HostService, ImageService, PoolService, ProvisioningService, TemplateService, reconcile, type ReconcileReport } from '../service/index.js';
+import { customizeDisk } from '../customize/index.js';
 import { openSqliteStore } from '../store/index.js';
 import type { Config } from './config.js';
 import { VERSION } from './version.js';
@@ -105,9 +106,18 @@ export class PrestageApp {
       const reexported = await provisioning.exportAll();
       logger.info({ mappings: reexported }, 'mappings exported');
 
+      const defaultPool = config.poolAutoCreate ? config.poolDefaults : null;
+      const customizer: Customizer = {
+        customize: async (disk, plan, log) => {
+          await customizeDisk(disk, plan, { log });
+        },
+      };
+      const templates = new TemplateService({ store, driver, customizer, replenisher, logger: logger.child({ component: 'templates' }), defaultPool });
+      this.onStop('templates', () => Promise.resolve(templates.close()));
       const http = await buildApi({
         store,
-        images: new ImageService({ store, driver, replenisher, logger, defaultPool: config.poolAutoCreate ? config.poolDefaults : null }),
+        images: new ImageService({ store, driver, replenisher, logger, defaultPool, onImported: (image) => void templates.baseImported(image).catch((err: unknown) => logger.error({ err }, 'template rebuilds not started')) }),
+        templates,
         hosts: new HostService(store, exporter),
         pools: new PoolService(store, replenisher, config.poolDefaults),
         provisioning,

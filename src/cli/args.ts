@@ -22,3 +22,12 @@ export function label(raw: string, previous: Record<string, string> = {}): Recor
   if (!m) throw new InvalidArgumentError("expected KEY=VALUE with KEY of A-Z, a-z, 0-9, '.', '_', '/', '-'.");
   return { ...previous, [m[1]!]: m[2]! };
 }
+
+const VAR = /^([A-Za-z_][A-Za-z0-9_.-]{0,62})=(.*)$/s;
+
+/** `--var NAME=VALUE`, repeatable; `@FILE` as the value reads it from a file later (kept as is here). */
+export function hostVar(raw: string, previous: Record<string, string> = {}): Record<string, string> {
+  const m = VAR.exec(raw);
+  if (!m) throw new InvalidArgumentError("expected NAME=VALUE with NAME of a letter or '_', then A-Z, a-z, 0-9, '_', '.', '-'.");
+  return { ...previous, [m[1]!]: m[2]! };
+}

@@ -85,7 +85,7 @@ export interface RequestOptions {
   readonly patient?: boolean;
 }
 
-type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /** A small client of the HTTP API: JSON in, JSON out, error replies thrown as `ApiError`. */
 export class ApiClient {
@@ -108,6 +108,10 @@ export class ApiClient {
 
   put<T>(path: string, body?: unknown, opts?: RequestOptions): Promise<T> {
     return this.request<T>('PUT', path, body, opts);
+  }
+
+  patch<T>(path: string, body?: unknown, opts?: RequestOptions): Promise<T> {
+    return this.request<T>('PATCH', path, body, opts);
   }
 
   delete<T>(path: string, opts?: RequestOptions): Promise<T> {

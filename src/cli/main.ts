@@ -7,7 +7,9 @@ import { imageCommand } from './commands/image.js';
 import { poolCommand } from './commands/pool.js';
 import { provisionCommand, releaseCommand } from './commands/provision.js';
 import { serveCommand } from './commands/serve.js';
+import { simulateCommand } from './commands/simulate.js';
 import { statusCommand } from './commands/status.js';
+import { templateCommand } from './commands/template.js';
 import { CliContext, processIo, type CliIo } from './context.js';
 import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.js';
 
@@ -38,7 +40,7 @@ export function buildProgram(ctx: CliContext): Command<[], { server?: string }> 
     .version(CLI_VERSION, '-V, --version')
     .option('--server <url>', 'the prestage server (default $PRESTAGE_URL or http://127.0.0.1:7480)')
     .showSuggestionAfterError();
-  for (const make of [serveCommand, imageCommand, poolCommand, hostCommand, provisionCommand, releaseCommand, statusCommand]) {
+  for (const make of [serveCommand, imageCommand, templateCommand, poolCommand, hostCommand, provisionCommand, releaseCommand, statusCommand, simulateCommand]) {
     program.addCommand(make(ctx));
   }
   return program;

@@ -13,6 +13,36 @@ export interface ImageReply {
   readonly volume: string;
   readonly state: string;
   readonly createdAt: string;
+  readonly kind: 'golden' | 'template';
+  readonly baseImageId: string | null;
+}
+
+export interface TemplateBuildReply {
+  readonly id: string;
+  readonly template: string;
+  readonly state: 'building' | 'done' | 'unchanged' | 'failed';
+  readonly trigger: string;
+  readonly baseImageId: string | null;
+  readonly imageId: string | null;
+  readonly version: number | null;
+  readonly error: string | null;
+  readonly startedAt: string;
+  readonly finishedAt: string | null;
+  readonly buildMs: number | null;
+  readonly rolloverMs: number | null;
+  readonly refilledMs: number | null;
+  readonly log?: string;
+}
+
+export interface TemplateReply {
+  readonly name: string;
+  readonly base: string;
+  readonly rebuild: string;
+  readonly specSha256: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+  readonly versions: readonly ImageReply[];
+  readonly latestBuild: TemplateBuildReply | null;
 }
 
 export interface PoolReply {
@@ -37,6 +67,7 @@ export interface HostReply {
   readonly id: string;
   readonly mac: string | null;
   readonly labels: Readonly<Record<string, string>>;
+  readonly vars: Readonly<Record<string, string>>;
   readonly createdAt: string;
   readonly mapping?: MappingReply | null;
 }

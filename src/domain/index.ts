@@ -7,3 +7,5 @@ export * from './units.js';
 export * from './ids.js';
 export * from './policy.js';
 export * from './template.js';
+export * from './template-spec.js';
+export * from './template-render.js';

@@ -2,7 +2,8 @@
  * The narrow interfaces the core needs from its adapters. Real implementations are wired in
  * `app/`; tests of the layers above may swap them.
  */
-import type { Access, Copy, CopyMethod, CopyState, EventRecord, Host, Image, Mapping, Pool, PoolPolicy } from './types.js';
+import type { CustomizePlan } from './template.js';
+import type { Access, Copy, CopyMethod, CopyState, EventRecord, Host, Image, Mapping, Pool, PoolPolicy, TemplateBuild, TemplateRecord } from './types.js';
 
 export interface Progress {
   readonly doneBytes: number;
@@ -62,6 +63,12 @@ export interface Exporter {
   close(): Promise<void>;
 }
 
+/** Changes the filesystem inside a raw disk image (a template build's working copy). */
+export interface Customizer {
+  /** Applies the plan; `log` gets the build-log lines. Leaves the disk partly changed on failure: it is a throwaway copy. */
+  customize(diskPath: string, plan: CustomizePlan, log: (line: string) => void): Promise<void>;
+}
+
 export interface Clock {
   now(): number;
 }
@@ -118,8 +125,23 @@ export interface Store {
   setHostKey(id: string, pskHex: string, event: NewEvent): Promise<void>;
   getHostKey(id: string): Promise<string | undefined>;
   listHostKeys(): Promise<{ hostId: string; psk: string }[]>;
+  setHostVars(id: string, vars: Readonly<Record<string, string>>, event: NewEvent): Promise<void>;
   getMapping(hostId: string): Promise<Mapping | undefined>;
   listMappings(): Promise<Mapping[]>;
+
+  // templates
+  /** Creates or replaces a template's spec; refuses (ConflictError) a name golden images use. */
+  upsertTemplate(t: TemplateRecord, event: NewEvent): Promise<void>;
+  getTemplate(name: string): Promise<TemplateRecord | undefined>;
+  listTemplates(): Promise<TemplateRecord[]>;
+  /** Deletes the template row and its builds (its versions are images, removed before). */
+  deleteTemplate(name: string, event: NewEvent): Promise<void>;
+  insertBuild(b: TemplateBuild): Promise<void>;
+  updateBuild(id: string, patch: Partial<Omit<TemplateBuild, 'id' | 'template' | 'spec'>>, event?: NewEvent): Promise<void>;
+  /** Newest first. */
+  listBuilds(template: string): Promise<TemplateBuild[]>;
+  /** The build that made a template version. */
+  buildOfImage(imageId: string): Promise<TemplateBuild | undefined>;
 
   // events
   appendEvent(event: NewEvent): Promise<void>;

@@ -1,3 +1,5 @@
+import type { TemplateSpec } from './template.js';
+
 /** What the domain talks about. Plain data: rows of the store, replies of the services. */
 
 export type ImageState = 'ready' | 'missing';
@@ -13,7 +15,13 @@ export interface Image {
   readonly volume: string;
   readonly state: ImageState;
   readonly createdAt: string;
+  /** `golden`: imported; `template`: built from a golden version by a template. */
+  readonly kind: ImageKind;
+  /** For a template version: the golden version it was built from. */
+  readonly baseImageId: string | null;
 }
+
+export type ImageKind = 'golden' | 'template';
 
 export type CopyState = 'making' | 'ready' | 'mapped' | 'releasing' | 'gone' | 'failed';
 
@@ -53,7 +61,43 @@ export interface Host {
   readonly id: string;
   readonly mac: string | null;
   readonly labels: Readonly<Record<string, string>>;
+  /** The host's own values for templates' per-host data (hostname, address, ssh_key, …). */
+  readonly vars: Readonly<Record<string, string>>;
   readonly createdAt: string;
+}
+
+/** A template as applied: its current spec. Its versions are images of kind `template`. */
+export interface TemplateRecord {
+  readonly name: string;
+  readonly spec: TemplateSpec;
+  readonly specSha256: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export type BuildState = 'building' | 'done' | 'unchanged' | 'failed';
+export type BuildTrigger = 'apply' | 'build' | 'base-version';
+
+/** One build of a template: its log, outcome and timings. */
+export interface TemplateBuild {
+  readonly id: string;
+  readonly template: string;
+  readonly state: BuildState;
+  readonly trigger: BuildTrigger;
+  readonly spec: TemplateSpec;
+  readonly baseImageId: string | null;
+  /** The template version it made (or found identical, for `unchanged`). */
+  readonly imageId: string | null;
+  readonly version: number | null;
+  readonly log: string;
+  readonly error: string | null;
+  readonly startedAt: string;
+  readonly finishedAt: string | null;
+  readonly buildMs: number | null;
+  /** From the new base version's import until provisions get the new template version. */
+  readonly rolloverMs: number | null;
+  /** From that import until the template's pool held its target of new-version spares. */
+  readonly refilledMs: number | null;
 }
 
 export interface Mapping {

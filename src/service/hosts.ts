@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { InputError, NotFoundError, type Exporter, type Host, type Store } from '../domain/index.js';
 
 /** A host's TLS-PSK credentials, in the key-file line format nbdinfo and qemu read (`identity:hexkey`). */
@@ -11,6 +11,8 @@ export interface HostKey {
 
 const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const VAR_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,62}$/;
+const VAR_MAX_BYTES = 16 * 1024;
 const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
 
 export class HostService {
@@ -19,7 +21,7 @@ export class HostService {
     private readonly exporter: Exporter,
   ) {}
 
-  async add(input: { id: string; mac?: string | null; labels?: Record<string, string> }): Promise<Host> {
+  async add(input: { id: string; mac?: string | null; labels?: Record<string, string>; vars?: Record<string, string> }): Promise<Host> {
     if (!HOST_ID.test(input.id)) {
       throw new InputError(`invalid host id '${input.id}': use 1-63 characters of A-Z, a-z, 0-9, '.', '_', '-'`, { field: 'id' });
     }
@@ -29,10 +31,22 @@ export class HostService {
     for (const [k, v] of Object.entries(labels)) {
       if (!LABEL_KEY.test(k) || typeof v !== 'string' || v.length > 256) throw new InputError(`invalid label '${k}'`, { field: 'labels' });
     }
-    const host: Host = { id: input.id, mac, labels, createdAt: new Date().toISOString() };
+    const host: Host = { id: input.id, mac, labels, vars: checkVars(input.vars ?? {}), createdAt: new Date().toISOString() };
     await this.store.insertHost(host, { type: 'host.added', subject: host.id, data: { mac } });
     await this.rotateKey(host.id);
     return host;
+  }
+
+  /** Sets (a string) or removes (null) the host's values for templates' per-host data. */
+  async setVars(id: string, changes: Record<string, string | null>): Promise<Host> {
+    const host = await this.get(id);
+    const vars: Record<string, string> = { ...host.vars };
+    for (const [k, v] of Object.entries(changes)) {
+      if (v === null) delete vars[k];
+      else vars[k] = v;
+    }
+    await this.store.setHostVars(id, checkVars(vars), { type: 'host.vars-set', subject: id, data: { names: Object.keys(changes) } });
+    return { ...host, vars };
   }
 
   list(): Promise<Host[]> {
@@ -43,6 +57,15 @@ export class HostService {
     const h = await this.store.getHost(id);
     if (!h) throw new NotFoundError('host', id);
     return h;
+  }
+
+  /** Whether `secret` is the host's key (hex), compared in constant time. */
+  async checkKey(id: string, secret: string): Promise<boolean> {
+    const key = await this.store.getHostKey(id);
+    if (key === undefined) return false;
+    const a = Buffer.from(key, 'utf8');
+    const b = Buffer.from(secret.toLowerCase(), 'utf8');
+    return a.length === b.length && timingSafeEqual(a, b);
   }
 
   /** The host's key, made on first use. */
@@ -68,4 +91,14 @@ export class HostService {
 
 function hostKey(hostId: string, key: string): HostKey {
   return { hostId, identity: hostId, key, pskFileLine: `${hostId}:${key}` };
+}
+
+/** Per-host values: names as template params have them, values up to 16 KiB (an SSH key list fits). */
+function checkVars(vars: Record<string, string>): Record<string, string> {
+  if (Object.keys(vars).length > 256) throw new InputError('a host has at most 256 values', { field: 'vars' });
+  for (const [k, v] of Object.entries(vars)) {
+    if (!VAR_NAME.test(k)) throw new InputError(`invalid value name '${k}': use a letter or '_' then letters, digits, '_', '.', '-' (up to 63)`, { field: 'vars' });
+    if (typeof v !== 'string' || Buffer.byteLength(v) > VAR_MAX_BYTES) throw new InputError(`value '${k}' must be a string of at most 16 KiB`, { field: 'vars' });
+  }
+  return vars;
 }

@@ -20,6 +20,8 @@ export interface ImageServiceOptions {
   readonly logger: Logger;
   /** The static pool a name gets on its first import; null: no pool until one is set. */
   readonly defaultPool: { readonly min: number; readonly max: number } | null;
+  /** Told of each new version once it is stored (templates rebuild on it); must not throw. */
+  readonly onImported?: (image: Image) => void;
 }
 
 export class ImageService {
@@ -50,6 +52,8 @@ export class ImageService {
         volume: vol.volume,
         state: 'ready',
         createdAt: new Date().toISOString(),
+        kind: 'golden',
+        baseImageId: null,
       };
       try {
         await store.insertImage(image, {
@@ -68,6 +72,7 @@ export class ImageService {
         await store.upsertPool(name, staticPolicy(min, max), { type: 'pool.set', subject: name, data: { min, max, reason: 'default' } });
       }
       this.o.replenisher.poke(true);
+      this.o.onImported?.(image);
       return image;
     }
   }

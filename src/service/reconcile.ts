@@ -9,6 +9,7 @@ export interface ReconcileReport {
   readonly tempFiles: number;
   readonly missingCopyVolumes: number;
   readonly missingImageVolumes: number;
+  readonly interruptedBuilds: number;
 }
 
 /**
@@ -85,7 +86,18 @@ export async function reconcile(store: Store, driver: VolumeDriver, logger: Logg
     }
   }
 
-  const report = { interruptedCopies, finishedReleases, orphanCopyFiles, orphanImageFiles, tempFiles: temps.length, missingCopyVolumes, missingImageVolumes };
+  // A build's working copy is a copy file without a row: removed above as an orphan.
+  let interruptedBuilds = 0;
+  for (const t of await store.listTemplates()) {
+    for (const b of await store.listBuilds(t.name)) {
+      if (b.state !== 'building') continue;
+      await store.updateBuild(b.id, { state: 'failed', error: 'interrupted by a restart', finishedAt: new Date().toISOString() });
+      await fixed('interrupted-build', t.name, { buildId: b.id }, 'a template build was interrupted by a restart; build it again');
+      interruptedBuilds++;
+    }
+  }
+
+  const report = { interruptedCopies, finishedReleases, orphanCopyFiles, orphanImageFiles, tempFiles: temps.length, missingCopyVolumes, missingImageVolumes, interruptedBuilds };
   log.info(report, 'reconciled');
   return report;
 }

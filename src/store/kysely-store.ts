@@ -16,8 +16,14 @@ import {
   type Pool,
   type PoolPolicy,
   type Store,
+  type BuildState,
+  type BuildTrigger,
+  type ImageKind,
+  type TemplateBuild,
+  type TemplateRecord,
+  type TemplateSpec,
 } from '../domain/index.js';
-import type { CopiesTable, Database, HostsTable, ImagesTable, MappingsTable, PoolsTable } from './schema.js';
+import type { CopiesTable, Database, HostsTable, ImagesTable, MappingsTable, PoolsTable, TemplateBuildsTable, TemplatesTable } from './schema.js';
 import { migrationProvider, type SqlDialectName } from './migrations.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -31,6 +37,8 @@ const toImage = (r: Selectable<ImagesTable>): Image => ({
   volume: r.volume,
   state: r.state as ImageState,
   createdAt: r.created_at,
+  kind: r.kind as ImageKind,
+  baseImageId: r.base_image_id,
 });
 
 const toCopy = (r: Selectable<CopiesTable>): Copy => ({
@@ -57,8 +65,53 @@ const toHost = (r: Selectable<HostsTable>): Host => ({
   id: r.id,
   mac: r.mac,
   labels: JSON.parse(r.labels) as Record<string, string>,
+  vars: JSON.parse(r.vars) as Record<string, string>,
   createdAt: r.created_at,
 });
+
+const toTemplate = (r: Selectable<TemplatesTable>): TemplateRecord => ({
+  name: r.name,
+  spec: JSON.parse(r.spec) as TemplateSpec,
+  specSha256: r.spec_sha256,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+const num = (v: number | null) => (v === null ? null : Number(v));
+
+const toBuild = (r: Selectable<TemplateBuildsTable>): TemplateBuild => ({
+  id: r.id,
+  template: r.template,
+  state: r.state as BuildState,
+  trigger: r.trigger as BuildTrigger,
+  spec: JSON.parse(r.spec) as TemplateSpec,
+  baseImageId: r.base_image_id,
+  imageId: r.image_id,
+  version: num(r.version),
+  log: r.log,
+  error: r.error,
+  startedAt: r.started_at,
+  finishedAt: r.finished_at,
+  buildMs: num(r.build_ms),
+  rolloverMs: num(r.rollover_ms),
+  refilledMs: num(r.refilled_ms),
+});
+
+/** TemplateBuild fields → their columns, for partial updates. */
+const BUILD_COLUMNS = {
+  state: 'state',
+  trigger: 'trigger',
+  baseImageId: 'base_image_id',
+  imageId: 'image_id',
+  version: 'version',
+  log: 'log',
+  error: 'error',
+  startedAt: 'started_at',
+  finishedAt: 'finished_at',
+  buildMs: 'build_ms',
+  rolloverMs: 'rollover_ms',
+  refilledMs: 'refilled_ms',
+} as const satisfies Record<keyof Omit<TemplateBuild, 'id' | 'template' | 'spec'>, keyof TemplateBuildsTable>;
 
 const toMapping = (r: Selectable<MappingsTable>): Mapping => ({
   hostId: r.host_id,
@@ -107,6 +160,10 @@ export class KyselyStore implements Store {
     await this.db.transaction().execute(async (tx) => {
       const clash = await tx.selectFrom('images').select('id').where('name', '=', image.name).where('version', '=', image.version).executeTakeFirst();
       if (clash) throw new ConflictError(`image ${image.name}@${image.version} exists already`, { name: image.name, version: image.version });
+      // Golden images and templates share one namespace: a name is one or the other.
+      const other = await tx.selectFrom('images').select('kind').where('name', '=', image.name).where('kind', '!=', image.kind).executeTakeFirst();
+      const template = image.kind === 'golden' ? await tx.selectFrom('templates').select('name').where('name', '=', image.name).executeTakeFirst() : undefined;
+      if (other || template) throw new ConflictError(`'${image.name}' is a ${image.kind === 'golden' ? 'template' : 'golden image'}'s name already`, { name: image.name });
       await tx
         .insertInto('images')
         .values({
@@ -118,6 +175,8 @@ export class KyselyStore implements Store {
           volume: image.volume,
           state: image.state,
           created_at: image.createdAt,
+          kind: image.kind,
+          base_image_id: image.baseImageId,
         })
         .execute();
       await this.event(tx, event);
@@ -335,7 +394,7 @@ export class KyselyStore implements Store {
       }
       await tx
         .insertInto('hosts')
-        .values({ id: host.id, mac: host.mac, labels: JSON.stringify(host.labels), created_at: host.createdAt, psk: null })
+        .values({ id: host.id, mac: host.mac, labels: JSON.stringify(host.labels), vars: JSON.stringify(host.vars), created_at: host.createdAt, psk: null })
         .execute();
       await this.event(tx, event);
     });
@@ -376,6 +435,89 @@ export class KyselyStore implements Store {
   async getHostKey(id: string): Promise<string | undefined> {
     const r = await this.db.selectFrom('hosts').select('psk').where('id', '=', id).executeTakeFirst();
     return r?.psk ?? undefined;
+  }
+
+  async setHostVars(id: string, vars: Readonly<Record<string, string>>, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const r = await tx.updateTable('hosts').set({ vars: JSON.stringify(vars) }).where('id', '=', id).executeTakeFirst();
+      if (Number(r.numUpdatedRows) === 0) throw new NotFoundError('host', id);
+      await this.event(tx, event);
+    });
+  }
+
+  // templates ---------------------------------------------------------------------------
+
+  async upsertTemplate(t: TemplateRecord, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const golden = await tx.selectFrom('images').select('id').where('name', '=', t.name).where('kind', '=', 'golden').executeTakeFirst();
+      if (golden) throw new ConflictError(`'${t.name}' is a golden image's name already; a template needs a name of its own`, { name: t.name });
+      const values = { spec: JSON.stringify(t.spec), spec_sha256: t.specSha256, updated_at: t.updatedAt };
+      const r = await tx.updateTable('templates').set(values).where('name', '=', t.name).executeTakeFirst();
+      if (Number(r.numUpdatedRows) === 0) await tx.insertInto('templates').values({ name: t.name, created_at: t.createdAt, ...values }).execute();
+      await this.event(tx, event);
+    });
+  }
+
+  async getTemplate(name: string): Promise<TemplateRecord | undefined> {
+    const r = await this.db.selectFrom('templates').selectAll().where('name', '=', name).executeTakeFirst();
+    return r && toTemplate(r);
+  }
+
+  async listTemplates(): Promise<TemplateRecord[]> {
+    return (await this.db.selectFrom('templates').selectAll().orderBy('name').execute()).map(toTemplate);
+  }
+
+  async deleteTemplate(name: string, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const r = await tx.deleteFrom('templates').where('name', '=', name).executeTakeFirst();
+      if (Number(r.numDeletedRows) === 0) throw new NotFoundError('template', name);
+      await tx.deleteFrom('template_builds').where('template', '=', name).execute();
+      await this.event(tx, event);
+    });
+  }
+
+  async insertBuild(b: TemplateBuild): Promise<void> {
+    await this.db
+      .insertInto('template_builds')
+      .values({
+        id: b.id,
+        template: b.template,
+        state: b.state,
+        trigger: b.trigger,
+        spec: JSON.stringify(b.spec),
+        base_image_id: b.baseImageId,
+        image_id: b.imageId,
+        version: b.version,
+        log: b.log,
+        error: b.error,
+        started_at: b.startedAt,
+        finished_at: b.finishedAt,
+        build_ms: b.buildMs,
+        rollover_ms: b.rolloverMs,
+        refilled_ms: b.refilledMs,
+      })
+      .execute();
+  }
+
+  async updateBuild(id: string, patch: Partial<Omit<TemplateBuild, 'id' | 'template' | 'spec'>>, event?: NewEvent): Promise<void> {
+    const set: Record<string, unknown> = {};
+    for (const [field, column] of Object.entries(BUILD_COLUMNS)) {
+      const v = patch[field as keyof typeof BUILD_COLUMNS];
+      if (v !== undefined) set[column] = v;
+    }
+    await this.db.transaction().execute(async (tx) => {
+      if (Object.keys(set).length > 0) await tx.updateTable('template_builds').set(set).where('id', '=', id).execute();
+      if (event) await this.event(tx, event);
+    });
+  }
+
+  async listBuilds(template: string): Promise<TemplateBuild[]> {
+    return (await this.db.selectFrom('template_builds').selectAll().where('template', '=', template).orderBy('started_at', 'desc').orderBy('id', 'desc').execute()).map(toBuild);
+  }
+
+  async buildOfImage(imageId: string): Promise<TemplateBuild | undefined> {
+    const r = await this.db.selectFrom('template_builds').selectAll().where('image_id', '=', imageId).where('state', '=', 'done').executeTakeFirst();
+    return r && toBuild(r);
   }
 
   async getMapping(hostId: string): Promise<Mapping | undefined> {

@@ -84,6 +84,41 @@ function migrations(dialect: SqlDialectName): Record<string, Migration> {
         await db.schema.alterTable('hosts').addColumn('psk', 'text').execute();
       },
     },
+    '0003_templates': {
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable('images').addColumn('kind', 'text', (c) => c.notNull().defaultTo('golden')).execute();
+        await db.schema.alterTable('images').addColumn('base_image_id', 'text').execute();
+        await db.schema.alterTable('hosts').addColumn('vars', 'text', (c) => c.notNull().defaultTo('{}')).execute();
+        await db.schema
+          .createTable('templates')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('spec', 'text', (c) => c.notNull())
+          .addColumn('spec_sha256', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('template_builds')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('template', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('trigger', 'text', (c) => c.notNull())
+          .addColumn('spec', 'text', (c) => c.notNull())
+          .addColumn('base_image_id', 'text')
+          .addColumn('image_id', 'text')
+          .addColumn('version', 'integer')
+          .addColumn('log', 'text', (c) => c.notNull())
+          .addColumn('error', 'text')
+          .addColumn('started_at', 'text', (c) => c.notNull())
+          .addColumn('finished_at', 'text')
+          .addColumn('build_ms', 'integer')
+          .addColumn('rollover_ms', 'integer')
+          .addColumn('refilled_ms', 'integer')
+          .execute();
+        await db.schema.createIndex('template_builds_template').on('template_builds').columns(['template', 'started_at']).execute();
+        await db.schema.createIndex('template_builds_image').on('template_builds').column('image_id').execute();
+      },
+    },
   };
 }
 

@@ -10,6 +10,8 @@ export interface ImagesTable {
   volume: string;
   state: string;
   created_at: string;
+  kind: Generated<string>;
+  base_image_id: string | null;
 }
 
 export interface PoolsTable {
@@ -38,6 +40,33 @@ export interface HostsTable {
   labels: string;
   created_at: string;
   psk: string | null;
+  vars: Generated<string>;
+}
+
+export interface TemplatesTable {
+  name: string;
+  spec: string;
+  spec_sha256: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface TemplateBuildsTable {
+  id: string;
+  template: string;
+  state: string;
+  trigger: string;
+  spec: string;
+  base_image_id: string | null;
+  image_id: string | null;
+  version: number | null;
+  log: string;
+  error: string | null;
+  started_at: string;
+  finished_at: string | null;
+  build_ms: number | null;
+  rollover_ms: number | null;
+  refilled_ms: number | null;
 }
 
 export interface MappingsTable {
@@ -63,4 +92,6 @@ export interface Database {
   hosts: HostsTable;
   mappings: MappingsTable;
   events: EventsTable;
+  templates: TemplatesTable;
+  template_builds: TemplateBuildsTable;
 }

@@ -7,7 +7,7 @@ export interface TestApp {
   readonly app: PrestageApp;
   readonly dataDir: string;
   /** Sends a JSON request through Fastify's inject (no socket) and parses the reply. */
-  call<T = unknown>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, body?: unknown): Promise<{ status: number; body: T }>;
+  call<T = unknown>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', url: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: T; text: string }>;
   close(opts?: { keepData?: boolean }): Promise<void>;
 }
 
@@ -21,9 +21,10 @@ export async function startTestApp(raw: RawConfig = {}): Promise<TestApp> {
   return {
     app,
     dataDir,
-    async call<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, body?: unknown) {
-      const res = await app.http.inject({ method, url, ...(body !== undefined && { payload: body as object }) });
-      return { status: res.statusCode, body: (res.body.length > 0 ? res.json() : undefined) as T };
+    async call<T>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', url: string, body?: unknown, headers?: Record<string, string>) {
+      const res = await app.http.inject({ method, url, ...(body !== undefined && { payload: body as object }), ...(headers && { headers }) });
+      const json = res.body.length > 0 && String(res.headers['content-type'] ?? '').startsWith('application/json');
+      return { status: res.statusCode, body: (json ? res.json() : undefined) as T, text: res.body };
     },
     async close(opts = {}) {
       await app.stop();

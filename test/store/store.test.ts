@@ -15,7 +15,9 @@ const DIALECTS: { name: string; open: (dir: string) => Promise<Store> }[] = [
 const ev = (type: string) => ({ type, subject: 'test' });
 
 function image(id: string, name: string, version: number): Image {
-  return { id, name, version, sha256: 'ab'.repeat(32), sizeBytes: 1 << 20, volume: `/v/${id}`, state: 'ready', createdAt: new Date().toISOString() };
+  return { id, name, version, sha256: 'ab'.repeat(32), sizeBytes: 1 << 20, volume: `/v/${id}`, state: 'ready',
+  kind: 'golden',
+  baseImageId: null, createdAt: new Date().toISOString() };
 }
 
 function copy(id: string, imageId: string, state: Copy['state'] = 'ready'): Copy {
@@ -31,7 +33,7 @@ for (const dialect of DIALECTS) {
       dir = await makeTempDir();
       store = await dialect.open(dir);
       await store.insertImage(image('i1', 'img', 1), ev('image.imported'));
-      for (let h = 0; h < 50; h++) await store.insertHost({ id: `h${h}`, mac: null, labels: {}, createdAt: new Date().toISOString() }, ev('host.added'));
+      for (let h = 0; h < 50; h++) await store.insertHost({ id: `h${h}`, mac: null, labels: {}, vars: {}, createdAt: new Date().toISOString() }, ev('host.added'));
     });
     after(async () => {
       await store.close();

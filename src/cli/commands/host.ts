@@ -1,5 +1,5 @@
-import { Command, type CommandUnknownOpts } from '@commander-js/extra-typings';
-import { label } from '../args.js';
+import { Command, InvalidArgumentError, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { hostVar, label } from '../args.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { dash, json, labels, table, when } from '../format.js';
@@ -15,14 +15,31 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
     .argument('<id>', 'host id (A-Z, a-z, 0-9, . _ -)')
     .option('--mac <mac>', 'its MAC address, e.g. 52:54:00:12:34:56')
     .option('--label <key=value>', 'a label (repeatable)', label)
+    .option('--var <name=value>', "a value for templates' per-host data, e.g. hostname=web-01 (repeatable)", hostVar)
     .option('--json', 'print the raw JSON reply')
     .action(async (id, opts) => {
       const h = await ctx.client.post<HostReply>('/v1/hosts', {
         id,
         ...(opts.mac !== undefined && { mac: opts.mac }),
         ...(opts.label !== undefined && { labels: opts.label }),
+        ...(opts.var !== undefined && { vars: opts.var }),
       });
       ctx.out(opts.json ? json(h) : `added host ${h.id}${h.mac ? ` (mac ${h.mac})` : ''}`);
+    });
+
+  host
+    .command('set')
+    .description("set or remove the host's values for templates' per-host data (served at /v1/meta/HOST/)")
+    .argument('<id>', 'host id')
+    .argument('[name=value...]', 'values to set')
+    .option('--unset <name>', 'remove a value (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--json', 'print the raw JSON reply')
+    .action(async (id, pairs, opts) => {
+      const changes: Record<string, string | null> = pairs.reduce<Record<string, string>>((acc, p) => hostVar(p, acc), {});
+      for (const n of opts.unset ?? []) changes[n] = null;
+      if (Object.keys(changes).length === 0) throw new InvalidArgumentError('give NAME=VALUE pairs to set or --unset NAME');
+      const h = await ctx.client.patch<HostReply>(`/v1/hosts/${seg(id)}/vars`, changes);
+      ctx.out(opts.json ? json(h) : `host ${h.id}: ${Object.keys(h.vars).length === 0 ? 'no values' : Object.entries(h.vars).map(([k, v]) => `${k}=${v.length > 40 ? `${v.slice(0, 37)}…` : v}`).join(' ')}`);
     });
 
   host

@@ -1,0 +1,92 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { waitTime } from '../../src/cli/commands/simulate.js';
+import { runCli } from '../../src/cli/main.js';
+import { makeTempDir } from '../helpers/files.js';
+
+class Sink extends Writable {
+  text = '';
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    this.text += chunk.toString('utf8');
+    done();
+  }
+}
+
+async function prestage(cwd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = new Sink();
+  const stderr = new Sink();
+  const code = await runCli(args, { stdout, stderr, env: {}, cwd });
+  return { code, stdout: stdout.text, stderr: stderr.text };
+}
+
+describe('prestage simulate', () => {
+  let dir: string;
+  before(async () => {
+    dir = await makeTempDir('prestage-simulate-');
+    // A day of demand for two sources, some in batches.
+    const rows = ['time_s,source,count'];
+    for (let t = 0; t < 86_400; t += 97) rows.push(`${t},web,${t % 7 === 0 ? 5 : 1}`);
+    for (let t = 13; t < 86_400; t += 311) rows.push(`${t},db`);
+    await writeFile(join(dir, 'demand.csv'), rows.join('\n') + '\n');
+    await writeFile(join(dir, 'bad.csv'), 'time_s,source\n10,web\n20,web,-3\n');
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('prints one row per policy', async () => {
+    const r = await prestage(dir, 'simulate', '--trace', 'demand.csv', '--policy', 'static:3', '--policy', 'predictive:0.99', '--lead-time', '2m');
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trimEnd().split('\n');
+    assert.match(lines[0]!, /^2 pools \(web, db\), lead time 120 s, unlimited concurrency$/);
+    assert.match(lines[2]!, /^POLICY\s+REQUESTS\s+WARM\s+P50 WAIT\s+P99 WAIT\s+MEAN SPARES\s+PEAK SPARES\s+COPIES$/);
+    assert.match(lines[3]!, /^static:3\s+\d+\s+\d+\.\d\d %/);
+    assert.match(lines[4]!, /^predictive:0\.99\s+\d+\s+\d+\.\d\d %/);
+    assert.equal(lines.length, 5);
+  });
+
+  it('writes the CSV and the SVG with --out, and answers JSON with --json', async () => {
+    const r = await prestage(dir, 'simulate', '--trace', 'demand.csv', '--sources', 'web', '--policy', 'predictive:0.999', '--out', 'plots', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const body = JSON.parse(r.stdout) as { sources: string[]; results: { policy: string; requests: number; hitRate: number; series?: unknown }[]; files: string[] };
+    assert.deepEqual(body.sources, ['web']);
+    assert.equal(body.results[0]!.policy, 'predictive:0.999');
+    assert.equal(body.results[0]!.series, undefined);
+    assert.deepEqual(body.files, [join(dir, 'plots', 'predictive-0.999.csv'), join(dir, 'plots', 'predictive-0.999.svg')]);
+    const csv = await readFile(join(dir, 'plots', 'predictive-0.999.csv'), 'utf8');
+    assert.match(csv, /^time_s,web_demand,web_target,web_spares\n/);
+    const svg = await readFile(join(dir, 'plots', 'predictive-0.999.svg'), 'utf8');
+    assert.match(svg, /<svg /);
+    assert.doesNotMatch(svg, /Azure/, 'the Azure attribution only goes on Azure data');
+  });
+
+  it('fails with FILE:LINE on a bad trace line, and exit code 2', async () => {
+    const r = await prestage(dir, 'simulate', '--trace', 'bad.csv');
+    assert.equal(r.code, 2);
+    assert.equal(r.stdout, '');
+    assert.equal(r.stderr, "prestage: bad.csv:3: count '-3' is not a whole number ≥ 1\n");
+  });
+
+  it('says what is wrong with its options', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--trace', 'missing.csv'], /^prestage: cannot read trace missing\.csv: ENOENT\n$/],
+      [['--trace', 'demand.csv', '--policy', 'predictive:2'], /fill rate '2' must be a number between 0 and 1/],
+      [['--trace', 'demand.csv', '--budget', 'lots'], /budget: cannot read 'lots'/],
+      [['--trace', 'demand.csv', '--sources', 'nope'], /no arrivals for nope in demand\.csv/],
+      [['--trace', 'demand.csv', '--event', 'web:5@9'], /event: cannot read 'web:5@9'/],
+      [['--trace', 'demand.csv', '--lead-time', 'soon'], /lead-time: cannot read 'soon' as a duration/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await prestage(dir, 'simulate', ...args);
+      assert.equal(r.code, 2, args.join(' '));
+      assert.match(r.stderr, message);
+    }
+  });
+
+  it('formats waits in a unit that reads well', () => {
+    assert.deepEqual([0, 4.25, 120, 2700, 23_400, 276_480].map(waitTime), ['0 s', '4.3 s', '120 s', '45 min', '6.5 h', '3.2 d']);
+  });
+});
