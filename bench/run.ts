@@ -18,6 +18,10 @@ const BENCHES: Readonly<Record<string, Bench>> = {
     summary: 'our NBD server against qemu-nbd: nbdcopy sequential reads (plain, TLS-PSK), fio 4 KiB random reads [--quick] [--tests seq,rand,tls] [--rounds N] [--cpu-prof]',
     load: () => import('./nbd.js'),
   },
+  template: {
+    summary: 'template builds and a pool rollover on a new golden version under a stream of provisions, through a real `prestage serve` [--quick]',
+    load: () => import('./template.js'),
+  },
   policy: {
     summary: 'pool policies on the Azure VM trace: predictive (99.9 % fill target) against static pools, simulated [--seed N]',
     load: () => import('./policy.js'),

@@ -33,9 +33,22 @@ export const ImageSchema = Type.Object(
 export const PoolSchema = Type.Object(
   {
     source: Type.String(),
-    policy: Type.Object({ kind: Type.String(), min: Type.Integer(), max: Type.Integer() }),
+    policy: Type.Object({ kind: Type.String(), min: Type.Integer(), max: Type.Integer(), fillRate: Type.Optional(Type.Number()) }),
+    prewarm: Type.Array(Type.String(), { description: 'known demand ahead: COUNT@HH:MM[/DAYS], UTC' }),
     image: Type.Union([Type.String(), Type.Null()]),
-    target: Type.Integer(),
+    target: Type.Integer({ description: 'spares the pool holds now: the policy, pre-warm events and the storage budget together' }),
+    plan: Type.Union([
+      Type.Null(),
+      Type.Object({
+        requestsPerHour: Type.Number({ description: 'forecast over the next lead time' }),
+        meanBatch: Type.Number(),
+        leadTimeS: Type.Number({ description: 'one copy, as measured here' }),
+        wanted: Type.Integer({ description: 'before the budget' }),
+        expectedFill: Type.Union([Type.Number(), Type.Null()], { description: 'expected share of requests served warm at the target' }),
+        lastSpareHitsPerHour: Type.Union([Type.Number(), Type.Null()], { description: 'warm requests per hour the last granted spare buys' }),
+        reason: Type.String(),
+      }),
+    ]),
     ready: Type.Integer(),
     making: Type.Integer(),
     mapped: Type.Integer(),

@@ -120,7 +120,16 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       schema: {
         summary: 'Create or change the pool of a source (`name` follows the latest version, `name@N` is pinned)',
         params: SourceParam,
-        body: Type.Object({ min: Type.Optional(Type.Integer({ minimum: 0 })), max: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false }),
+        body: Type.Object(
+          {
+            min: Type.Optional(Type.Integer({ minimum: 0 })),
+            max: Type.Optional(Type.Integer({ minimum: 0 })),
+            policy: Type.Optional(Type.Union([Type.Literal('static'), Type.Literal('predictive')])),
+            fillRate: Type.Optional(Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1, description: 'predictive: share of requests to serve warm, e.g. 0.999' })),
+            prewarm: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 64, description: 'replaces the events: COUNT@HH:MM[/DAYS], UTC, e.g. 300@09:00/mon-fri' })),
+          },
+          { additionalProperties: false },
+        ),
         response: { 200: { $ref: 'Pool#' }, ...errors(400, 404) },
       },
     },

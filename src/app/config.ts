@@ -1,6 +1,7 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { InputError, parseDuration, staticPolicy } from '../domain/index.js';
+import { parseBudget, type Budget } from '../pool/index.js';
 
 /** Everything `prestage serve` can be told, as given (CLI flags, environment, defaults). */
 export interface RawConfig {
@@ -12,6 +13,8 @@ export interface RawConfig {
   /** Give every newly imported name a static pool with the defaults. */
   poolAutoCreate?: boolean;
   copyConcurrency?: number;
+  /** Cap on all pools' spares together: a count (`800`) or a size (`500GiB`). */
+  poolBudget?: string;
   reflink?: 'auto' | 'never';
   provisionWaitTimeout?: string | number;
   drainTimeout?: string | number;
@@ -35,6 +38,8 @@ export interface Config {
   readonly poolAutoCreate: boolean;
   /** Copies made at once over all pools. Default 2. */
   readonly copyConcurrency: number;
+  /** Cap on all pools' targets together; null: none. */
+  readonly poolBudget: Budget | null;
   /** `auto` clones with reflink where the filesystem can, `never` always copies bytes. Default auto. */
   readonly reflink: 'auto' | 'never';
   /** How long a provision waits for a copy when no spare is ready. Default 30m. */
@@ -98,6 +103,7 @@ export function compileConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.e
     poolDefaults: Object.freeze({ min: pool.min, max: pool.max }),
     poolAutoCreate: raw.poolAutoCreate ?? true,
     copyConcurrency: concurrency,
+    poolBudget: raw.poolBudget === undefined || raw.poolBudget === '' ? null : parseBudget(raw.poolBudget, 'poolBudget'),
     reflink,
     provisionWaitTimeoutMs: parseDuration(raw.provisionWaitTimeout ?? '30m', 'provisionWaitTimeout'),
     drainTimeoutMs: parseDuration(raw.drainTimeout ?? '10s', 'drainTimeout'),

@@ -92,7 +92,8 @@ export class PrestageApp {
 
       this.reconcileValue = await reconcile(store, driver, logger);
 
-      const replenisher = new Replenisher({ store, driver, logger: logger.child({ component: 'replenisher' }), concurrency: config.copyConcurrency });
+      const replenisher = new Replenisher({ store, driver, logger: logger.child({ component: 'replenisher' }), concurrency: config.copyConcurrency, budget: config.poolBudget });
+      await replenisher.loadDemand();
       this.replenisherValue = replenisher;
       this.onStop('replenisher', () => replenisher.drain(config.drainTimeoutMs));
       const provisioning = new ProvisioningService({

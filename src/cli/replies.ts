@@ -47,13 +47,23 @@ export interface TemplateReply {
 
 export interface PoolReply {
   readonly source: string;
-  readonly policy: { readonly kind: string; readonly min: number; readonly max: number };
+  readonly policy: { readonly kind: string; readonly min: number; readonly max: number; readonly fillRate?: number };
+  readonly prewarm: readonly string[];
   readonly image: string | null;
   readonly target: number;
   readonly ready: number;
   readonly making: number;
   readonly mapped: number;
   readonly createdAt: string;
+  readonly plan: {
+    readonly requestsPerHour: number;
+    readonly meanBatch: number;
+    readonly leadTimeS: number;
+    readonly wanted: number;
+    readonly expectedFill: number | null;
+    readonly lastSpareHitsPerHour: number | null;
+    readonly reason: string;
+  } | null;
 }
 
 export interface MappingReply {

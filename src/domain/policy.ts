@@ -1,5 +1,5 @@
 import { InputError } from './errors.js';
-import type { PoolPolicy, StaticPolicy } from './types.js';
+import type { PoolPolicy, PredictivePolicy, StaticPolicy } from './types.js';
 
 /** The highest `max` a pool may ask for: a guard against a typo that would fill the disk. */
 export const POOL_MAX_LIMIT = 10_000;
@@ -14,10 +14,16 @@ export function staticPolicy(min: number, max: number): StaticPolicy {
   return { kind: 'static', min, max };
 }
 
-/** How many ready spares the pool wants now. Static: `min`, never above `max`. */
+export function predictivePolicy(fillRate: number, min = 0, max = POOL_MAX_LIMIT): PredictivePolicy {
+  if (!(fillRate > 0 && fillRate < 1)) throw new InputError(`fill rate must be between 0 and 1 (exclusive), e.g. 0.999; got ${fillRate}`, { field: 'fillRate' });
+  const { min: lo, max: hi } = staticPolicy(min, max);
+  return Object.freeze({ kind: 'predictive', fillRate, min: lo, max: hi });
+}
+
+/**
+ * The spares a pool holds at least, whatever its demand: static `min`; predictive `min` too,
+ * the floor under its forecast (the replenisher's plan gives the target itself).
+ */
 export function targetSpares(policy: PoolPolicy): number {
-  switch (policy.kind) {
-    case 'static':
-      return Math.min(policy.min, policy.max);
-  }
+  return Math.min(policy.min, policy.max);
 }

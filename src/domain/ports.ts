@@ -99,7 +99,11 @@ export interface Store {
   deleteImage(id: string, event: NewEvent): Promise<void>;
 
   // pools
-  upsertPool(source: string, policy: PoolPolicy, event: NewEvent): Promise<Pool>;
+  /** Creates or changes a pool; `prewarm` undefined keeps the events it has. */
+  upsertPool(source: string, policy: PoolPolicy, event: NewEvent, prewarm?: readonly string[]): Promise<Pool>;
+  /** The pool's demand forecaster state (opaque JSON); a pool that is gone is ignored. */
+  savePoolForecast(source: string, state: string): Promise<void>;
+  loadPoolForecasts(): Promise<Map<string, string>>;
   getPool(source: string): Promise<Pool | undefined>;
   listPools(): Promise<Pool[]>;
   deletePool(source: string, event: NewEvent): Promise<void>;

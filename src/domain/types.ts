@@ -48,12 +48,23 @@ export interface StaticPolicy {
   readonly max: number;
 }
 
-export type PoolPolicy = StaticPolicy;
+/** Sized from the pool's demand: the fewest spares that serve `fillRate` of requests warm, within min..max. */
+export interface PredictivePolicy {
+  readonly kind: 'predictive';
+  /** Target share of requests served warm, e.g. 0.999. */
+  readonly fillRate: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+export type PoolPolicy = StaticPolicy | PredictivePolicy;
 
 export interface Pool {
   /** The normalized source spec: `name` (follows the latest version) or `name@N` (pinned). */
   readonly source: string;
   readonly policy: PoolPolicy;
+  /** Known demand ahead, as `COUNT@HH:MM[/DAYS]` (UTC), e.g. `300@09:00/mon-fri`: the target rises early enough. */
+  readonly prewarm: readonly string[];
   readonly createdAt: string;
 }
 

@@ -5,7 +5,6 @@ import {
   isPrestageError,
   newId,
   parseSourceSpec,
-  targetSpares,
   type Copy,
   type Image,
   type Progress,
@@ -13,6 +12,12 @@ import {
   type VolumeDriver,
 } from '../domain/index.js';
 import { resolveSource } from './resolve-source.js';
+import { PlanCache, advance, newForecast, observe, parsePrewarmEvent, planPools, type Budget, type ForecastState, type Plan, type PlanPoolInput, type PoolPlan, type PrewarmEvent } from './policy/index.js';
+
+/** Before any copy was measured, a copy is assumed to take this long. */
+const DEFAULT_LEAD_MS = 10_000;
+/** Weight of the newest measurement in the copy-time averages. */
+const LEAD_ALPHA = 0.3;
 
 export interface ReplenisherOptions {
   readonly store: Store;
@@ -24,6 +29,10 @@ export interface ReplenisherOptions {
   readonly retryBaseMs?: number;
   /** Pool refills run at most this often during a stream of claims; on-demand copies never wait for it. Default 20 ms. */
   readonly tickIntervalMs?: number;
+  /** Cap on the targets of all pools together (copies or bytes). Default none. */
+  readonly budget?: Budget | null;
+  /** Milliseconds since the epoch (tests move it). Default Date.now. */
+  readonly now?: () => number;
 }
 
 export type ReplenisherState = 'INITIALIZED' | 'RUNNING' | 'DRAINING' | 'STOPPED';
@@ -33,6 +42,8 @@ export interface InFlightCopy {
   readonly imageId: string;
   readonly pool: string | null;
   readonly startedAt: number;
+  /** Made for a provision that found no spare (it goes to that waiter), not to refill the pool. */
+  readonly onDemand: boolean;
   progress: Progress;
 }
 
@@ -44,7 +55,8 @@ interface Events {
 /**
  * Keeps each pool's ready spares at its target and makes on-demand copies for provisions
  * that found no spare. A claim pokes it at once; copies run at most `concurrency` at a time,
- * on-demand ones first, then the pool closest to running dry.
+ * on-demand ones first, then the pool that would run dry soonest at its forecast demand.
+ * Targets and order come from `planPools`, the same code the trace simulator runs.
  */
 export class Replenisher extends EventEmitter<Events> {
   private stateValue: ReplenisherState = 'INITIALIZED';
@@ -60,12 +72,69 @@ export class Replenisher extends EventEmitter<Events> {
   private readonly retryBaseMs: number;
   private readonly tickIntervalMs: number;
   private idleWaiters: (() => void)[] = [];
+  /** Demand history per source, fed by every provision request. */
+  private readonly forecasts = new Map<string, ForecastState>();
+  /** The forecast bins last written to the store, per source. */
+  private readonly savedBins = new Map<string, number>();
+  /** Average copy time per image (ms), and per byte over every copy: the lead time of a refill. */
+  private readonly copyMs = new Map<string, number>();
+  private msPerByte: number | undefined;
+  private readonly planCache = new PlanCache();
+  private lastPlan: Plan | undefined;
+  private readonly now: () => number;
 
   constructor(private readonly opts: ReplenisherOptions) {
     super();
     this.concurrency = opts.concurrency ?? 2;
     this.retryBaseMs = opts.retryBaseMs ?? 1000;
     this.tickIntervalMs = opts.tickIntervalMs ?? 20;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Reads the demand history kept by the last run, so forecasts survive a restart. */
+  async loadDemand(): Promise<void> {
+    for (const [source, text] of await this.opts.store.loadPoolForecasts()) {
+      try {
+        const state = JSON.parse(text) as ForecastState;
+        if (state.version !== 1) throw new Error(`version ${String(state.version)}`);
+        this.forecasts.set(source, state);
+        this.savedBins.set(source, state.bins);
+      } catch (err) {
+        this.opts.logger.warn({ err, source }, 'demand history unreadable; starting it afresh');
+      }
+    }
+  }
+
+  /** One provision request for `source` (warm or not): what predictive pools learn from. */
+  recordDemand(source: string): void {
+    observe(this.forecast(source), this.now() / 1000, 1);
+  }
+
+  /** The last plan of a pool: its target, forecast, lead time and why. */
+  planFor(source: string): PoolPlan | undefined {
+    return this.lastPlan?.pools.find((p) => p.source === source);
+  }
+
+  private forecast(source: string): ForecastState {
+    let f = this.forecasts.get(source);
+    // Requests of one source within a second are one batch: a boot storm is not many independent arrivals.
+    if (!f) this.forecasts.set(source, (f = newForecast({ coalesceS: 1 })));
+    return f;
+  }
+
+  /** Seconds one copy of the image takes, as measured here (by image, else by size). */
+  private leadTimeS(image: Image): number {
+    const ms = this.copyMs.get(image.id) ?? (this.msPerByte === undefined ? DEFAULT_LEAD_MS : this.msPerByte * image.sizeBytes);
+    return Math.max(0.001, ms / 1000);
+  }
+
+  private measureCopy(image: Image, ms: number): void {
+    const prev = this.copyMs.get(image.id);
+    this.copyMs.set(image.id, prev === undefined ? ms : prev + LEAD_ALPHA * (ms - prev));
+    if (image.sizeBytes > 0) {
+      const perByte = ms / image.sizeBytes;
+      this.msPerByte = this.msPerByte === undefined ? perByte : this.msPerByte + LEAD_ALPHA * (perByte - this.msPerByte);
+    }
   }
 
   get state(): ReplenisherState {
@@ -133,8 +202,18 @@ export class Replenisher extends EventEmitter<Events> {
       ]);
       clearTimeout(timeout);
     }
+    await this.saveDemand(true).catch((err: unknown) => this.opts.logger.warn({ err }, 'demand history not saved'));
     this.stateValue = 'STOPPED';
     this.wakeIdle(true);
+  }
+
+  /** Writes the forecasts whose bins moved on (or all of them). */
+  private async saveDemand(all = false): Promise<void> {
+    for (const [source, f] of this.forecasts) {
+      if (!all && this.savedBins.get(source) === f.bins) continue;
+      await this.opts.store.savePoolForecast(source, JSON.stringify(f));
+      this.savedBins.set(source, f.bins);
+    }
   }
 
   private isIdle(): boolean {
@@ -177,7 +256,7 @@ export class Replenisher extends EventEmitter<Events> {
       const image = await this.opts.store.getImage(imageId);
       while (req.count > 0 && this.freeSlots() > 0) {
         req.count--;
-        if (image) this.launch(image, req.pool);
+        if (image) this.launch(image, req.pool, true);
       }
       if (req.count <= 0 || !image) this.urgent.delete(imageId);
       if (!image) this.emit('copy-failed', imageId, new Error(`image ${imageId} is gone`));
@@ -185,29 +264,58 @@ export class Replenisher extends EventEmitter<Events> {
   }
 
   private async refillPools(): Promise<void> {
-    const { store } = this.opts;
-    const wants: { source: string; image: Image; deficit: number; fill: number }[] = [];
+    const { store, logger } = this.opts;
+    const nowS = this.now() / 1000;
+    const inputs: PlanPoolInput[] = [];
+    const images = new Map<string, Image>();
+    const schedule: PrewarmEvent[] = [];
     for (const pool of await store.listPools()) {
       const image = await resolveSource(store, parseSourceSpec(pool.source));
       await this.discardStale(pool.source, image?.id);
       if (!image || image.state !== 'ready') continue;
-      const target = targetSpares(pool.policy);
       const counts = await store.countCopies(image.id, pool.source);
       if (counts.ready > pool.policy.max) await this.trim(pool.source, counts.ready - pool.policy.max);
-      const deficit = target - counts.ready - counts.making;
-      const b = this.backoff.get(pool.source);
-      if (deficit <= 0 || (b && b.until > Date.now())) continue;
-      wants.push({ source: pool.source, image, deficit, fill: target === 0 ? 1 : counts.ready / target });
-    }
-    // The pool closest to running dry goes first; then round-robin one copy at a time.
-    wants.sort((a, b) => a.fill - b.fill);
-    while (this.freeSlots() > 0 && wants.some((w) => w.deficit > 0)) {
-      for (const w of wants) {
-        if (w.deficit <= 0 || this.freeSlots() <= 0) continue;
-        w.deficit--;
-        this.launch(w.image, w.source);
+      for (const raw of pool.prewarm) {
+        try {
+          schedule.push(parsePrewarmEvent(`${pool.source}:${raw}`));
+        } catch (err) {
+          logger.warn({ err, pool: pool.source, prewarm: raw }, 'a pre-warm event cannot be read; ignored');
+        }
       }
+      const forecast = this.forecast(pool.source);
+      advance(forecast, nowS);
+      const queued = this.urgent.get(image.id)?.count ?? 0;
+      let onDemand = 0;
+      for (const c of this.inflight.values()) if (c.imageId === image.id && c.onDemand) onDemand++;
+      images.set(pool.source, image);
+      inputs.push({
+        source: pool.source,
+        policy: pool.policy,
+        ready: Math.min(counts.ready, pool.policy.max),
+        inFlight: counts.making + queued,
+        // Copies on their way to a waiting provision are not spares.
+        waiting: onDemand + queued,
+        sizeBytes: image.sizeBytes,
+        forecast,
+        leadTimeS: this.leadTimeS(image),
+      });
     }
+    const plan = planPools(nowS, inputs, {
+      budget: this.opts.budget ?? null,
+      schedule,
+      freeSlots: Math.max(0, this.freeSlots()),
+      concurrency: this.concurrency,
+      cache: this.planCache,
+      explain: true,
+    });
+    this.lastPlan = plan;
+    for (const start of plan.starts) {
+      const b = this.backoff.get(start.source);
+      const image = images.get(start.source);
+      if (!image || (b && b.until > this.now())) continue;
+      for (let i = 0; i < start.copies && this.freeSlots() > 0; i++) this.launch(image, start.source);
+    }
+    await this.saveDemand();
   }
 
   /** Ready spares of a pool that no longer match its source (a newer version arrived) are removed. */
@@ -231,9 +339,9 @@ export class Replenisher extends EventEmitter<Events> {
     logger.info({ copyId, pool, reason }, 'discarded a spare');
   }
 
-  private launch(image: Image, pool: string | null): void {
+  private launch(image: Image, pool: string | null, onDemand = false): void {
     const id = newId('c');
-    const entry: InFlightCopy = { copyId: id, imageId: image.id, pool, startedAt: Date.now(), progress: { doneBytes: 0, totalBytes: image.sizeBytes } };
+    const entry: InFlightCopy = { copyId: id, imageId: image.id, pool, startedAt: Date.now(), onDemand, progress: { doneBytes: 0, totalBytes: image.sizeBytes } };
     this.inflight.set(id, entry);
     void this.makeCopy(image, pool, entry).then((result) => {
       // Out of flight before anyone hears of it: listeners count what is still in flight.
@@ -273,6 +381,7 @@ export class Replenisher extends EventEmitter<Events> {
       });
       if (!moved) throw new Error('copy row left the making state while it was being made');
       if (pool !== null) this.backoff.delete(pool);
+      this.measureCopy(image, Date.now() - entry.startedAt);
       log.info({ method: made.method, ms: Math.round(made.durationMs) }, 'copy ready');
       return { ok: true, copy: { ...copy, state: 'ready', method: made.method, readyAt, copyMs: Math.round(made.durationMs) } };
     } catch (e) {

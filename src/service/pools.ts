@@ -1,13 +1,32 @@
 import {
+  InputError,
   NotFoundError,
   formatSourceSpec,
   parseSourceSpec,
+  predictivePolicy,
   staticPolicy,
   targetSpares,
   type Pool,
+  type PoolPolicy,
   type Store,
 } from '../domain/index.js';
-import { resolveSource, type Replenisher } from '../pool/index.js';
+import { parsePrewarmEvent, resolveSource, type Replenisher } from '../pool/index.js';
+
+/** Why the pool holds what it holds: the replenisher's last plan of it. */
+export interface PoolPlanView {
+  /** Requests per hour expected over the next lead time. */
+  readonly requestsPerHour: number;
+  readonly meanBatch: number;
+  /** Seconds one copy takes here, as measured. */
+  readonly leadTimeS: number;
+  /** Spares the policy and pre-warm events ask for, before the budget. */
+  readonly wanted: number;
+  /** Expected share of requests served warm at the target; null with no demand seen. */
+  readonly expectedFill: number | null;
+  /** Warm requests per hour the last granted spare buys (what the budget compares); null without a budget. */
+  readonly lastSpareHitsPerHour: number | null;
+  readonly reason: string;
+}
 
 export interface PoolView extends Pool {
   /** The image version the pool copies now, if any. */
@@ -16,7 +35,21 @@ export interface PoolView extends Pool {
   readonly ready: number;
   readonly making: number;
   readonly mapped: number;
+  readonly plan: PoolPlanView | null;
 }
+
+export interface PoolInput {
+  readonly min?: number;
+  readonly max?: number;
+  /** `static` (default for a new pool) or `predictive`. */
+  readonly policy?: 'static' | 'predictive';
+  /** With `predictive`: the share of requests to serve warm, e.g. 0.999. */
+  readonly fillRate?: number;
+  /** Replaces the pool's pre-warm events (`COUNT@HH:MM[/DAYS]`, UTC). */
+  readonly prewarm?: readonly string[];
+}
+
+const DEFAULT_FILL_RATE = 0.999;
 
 export class PoolService {
   constructor(
@@ -25,15 +58,22 @@ export class PoolService {
     private readonly defaults: { readonly min: number; readonly max: number },
   ) {}
 
-  async set(source: string, input: { min?: number; max?: number }): Promise<PoolView> {
+  async set(source: string, input: PoolInput): Promise<PoolView> {
     const spec = parseSourceSpec(source);
     const normalized = formatSourceSpec(spec);
     if (!(await resolveSource(this.store, spec))) throw new NotFoundError('image', normalized);
     const existing = await this.store.getPool(normalized);
-    const min = input.min ?? existing?.policy.min ?? this.defaults.min;
-    const max = input.max ?? existing?.policy.max ?? Math.max(this.defaults.max, min);
-    const policy = staticPolicy(min, max);
-    const pool = await this.store.upsertPool(normalized, policy, { type: 'pool.set', subject: normalized, data: { min, max } });
+    const kind = input.policy ?? (input.fillRate !== undefined ? 'predictive' : existing?.policy.kind ?? 'static');
+    if (kind === 'static' && input.fillRate !== undefined) throw new InputError('a fill rate goes with the predictive policy only', { field: 'fillRate' });
+    const min = input.min ?? existing?.policy.min ?? (kind === 'predictive' ? 0 : this.defaults.min);
+    const max = input.max ?? existing?.policy.max ?? Math.max(kind === 'predictive' ? 100 : this.defaults.max, min);
+    const policy: PoolPolicy =
+      kind === 'predictive'
+        ? predictivePolicy(input.fillRate ?? (existing?.policy.kind === 'predictive' ? existing.policy.fillRate : DEFAULT_FILL_RATE), min, max)
+        : staticPolicy(min, max);
+    // Checked here so a bad event is refused now, not skipped by every refill pass.
+    for (const raw of input.prewarm ?? []) parsePrewarmEvent(`${normalized}:${raw}`, {}, 'prewarm');
+    const pool = await this.store.upsertPool(normalized, policy, { type: 'pool.set', subject: normalized, data: { ...policy, ...(input.prewarm && { prewarm: input.prewarm }) } }, input.prewarm);
     this.replenisher.poke(true);
     return this.view(pool);
   }
@@ -58,6 +98,23 @@ export class PoolService {
   private async view(pool: Pool): Promise<PoolView> {
     const image = await resolveSource(this.store, parseSourceSpec(pool.source));
     const counts = image ? await this.store.countCopies(image.id, pool.source) : { ready: 0, making: 0, mapped: 0 };
-    return { ...pool, image: image ? `${image.name}@${image.version}` : null, target: targetSpares(pool.policy), ...counts };
+    const plan = this.replenisher.planFor(pool.source);
+    return {
+      ...pool,
+      image: image ? `${image.name}@${image.version}` : null,
+      target: plan?.target ?? targetSpares(pool.policy),
+      ...counts,
+      plan: plan
+        ? {
+            requestsPerHour: plan.requestsPerS * 3600,
+            meanBatch: plan.meanBatch,
+            leadTimeS: plan.leadTimeS,
+            wanted: plan.wanted,
+            expectedFill: plan.fill,
+            lastSpareHitsPerHour: plan.lastSpareHitsPerHour,
+            reason: plan.reason,
+          }
+        : null,
+    };
   }
 }

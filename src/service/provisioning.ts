@@ -80,6 +80,7 @@ export class ProvisioningService {
 
     const image = await resolveSource(store, spec);
     if (!image) throw new NotFoundError('image', source);
+    this.o.replenisher.recordDemand(source);
     if (image.state !== 'ready') throw new UnavailableError(`${image.name}@${image.version} is not available (its volume is ${image.state})`, { image: source });
 
     const result = this.claimOrWait(hostId, source, image, started);

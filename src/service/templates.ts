@@ -324,7 +324,7 @@ export class TemplateService {
   private async refilled(name: string, image: Image): Promise<boolean> {
     const pool = await this.o.store.getPool(name);
     if (!pool) return true;
-    const want = targetSpares(pool.policy);
+    const want = this.o.replenisher.planFor(name)?.target ?? targetSpares(pool.policy);
     const counts = await this.o.store.countCopies(image.id, name);
     return counts.ready >= want;
   }

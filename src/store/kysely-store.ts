@@ -58,6 +58,7 @@ const toCopy = (r: Selectable<CopiesTable>): Copy => ({
 const toPool = (r: Selectable<PoolsTable>): Pool => ({
   source: r.source,
   policy: JSON.parse(r.policy) as PoolPolicy,
+  prewarm: JSON.parse(r.prewarm) as string[],
   createdAt: r.created_at,
 });
 
@@ -227,17 +228,28 @@ export class KyselyStore implements Store {
 
   // pools -------------------------------------------------------------------------------
 
-  async upsertPool(source: string, policy: PoolPolicy, event: NewEvent): Promise<Pool> {
+  async upsertPool(source: string, policy: PoolPolicy, event: NewEvent, prewarm?: readonly string[]): Promise<Pool> {
     return this.db.transaction().execute(async (tx) => {
       const existing = await tx.selectFrom('pools').selectAll().where('source', '=', source).executeTakeFirst();
+      const events = prewarm ?? (existing ? (JSON.parse(existing.prewarm) as string[]) : []);
+      const values = { policy: JSON.stringify(policy), prewarm: JSON.stringify(events) };
       if (existing) {
-        await tx.updateTable('pools').set({ policy: JSON.stringify(policy) }).where('source', '=', source).execute();
+        await tx.updateTable('pools').set(values).where('source', '=', source).execute();
       } else {
-        await tx.insertInto('pools').values({ source, policy: JSON.stringify(policy), created_at: this.now() }).execute();
+        await tx.insertInto('pools').values({ source, ...values, created_at: this.now() }).execute();
       }
       await this.event(tx, event);
-      return { source, policy, createdAt: existing?.created_at ?? this.now() };
+      return { source, policy, prewarm: events, createdAt: existing?.created_at ?? this.now() };
     });
+  }
+
+  async savePoolForecast(source: string, state: string): Promise<void> {
+    await this.db.updateTable('pools').set({ forecast: state }).where('source', '=', source).execute();
+  }
+
+  async loadPoolForecasts(): Promise<Map<string, string>> {
+    const rows = await this.db.selectFrom('pools').select(['source', 'forecast']).where('forecast', 'is not', null).execute();
+    return new Map(rows.map((r) => [r.source, r.forecast!]));
   }
 
   async getPool(source: string): Promise<Pool | undefined> {

@@ -119,6 +119,12 @@ function migrations(dialect: SqlDialectName): Record<string, Migration> {
         await db.schema.createIndex('template_builds_image').on('template_builds').column('image_id').execute();
       },
     },
+    '0004_pool_demand': {
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable('pools').addColumn('prewarm', 'text', (c) => c.notNull().defaultTo('[]')).execute();
+        await db.schema.alterTable('pools').addColumn('forecast', 'text').execute();
+      },
+    },
   };
 }
 

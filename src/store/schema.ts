@@ -18,6 +18,9 @@ export interface PoolsTable {
   source: string;
   policy: string;
   created_at: string;
+  prewarm: Generated<string>;
+  /** The forecaster's state (JSON), so demand history survives a restart. */
+  forecast: string | null;
 }
 
 export interface CopiesTable {

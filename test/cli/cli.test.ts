@@ -196,8 +196,27 @@ describe('prestage against a running server', () => {
     const human = await cli('pool', 'list');
     assert.equal(human.code, 0);
     const [header, row] = human.stdout.split('\n');
-    assert.match(header!, /^SOURCE\s+IMAGE\s+POLICY\s+TARGET\s+READY\s+MAKING\s+MAPPED$/);
-    assert.match(row!, /^base\s+base@1\s+static 2\.\.4\s+2\s+2\s+0\s+0$/);
+    assert.match(header!, /^SOURCE\s+IMAGE\s+POLICY\s+TARGET\s+READY\s+MAKING\s+MAPPED\s+REQ\/H\s+COPY\s+FILL\s+WHY$/);
+    assert.match(row!, /^base\s+base@1\s+static 2\.\.4\s+2\s+2\s+0\s+0\s+0\.0\s+[0-9.]+ m?s\s+-\s+static 2$/);
+  });
+
+  it('sizes a pool from its demand, with pre-warm events, and back to static', async () => {
+    const p = parse<{ policy: { kind: string; fillRate: number; min: number; max: number }; prewarm: string[]; plan: unknown }>(
+      await cli('pool', 'set', 'base', '--predictive', '99%', '--min', '1', '--max', '6', '--prewarm', '3@09:00/mon-fri', '--json'),
+    );
+    assert.deepEqual(p.policy, { kind: 'predictive', fillRate: 0.99, min: 1, max: 6 });
+    assert.deepEqual(p.prewarm, ['3@09:00/mon-fri']);
+    const human = await cli('pool', 'list');
+    assert.match(human.stdout, /predictive 99 % 1\.\.6/);
+    assert.match(human.stdout, /pre-warm 3@09:00\/mon-fri/);
+    const bad = await cli('pool', 'set', 'base', '--prewarm', '3@25:00');
+    assert.equal(bad.code, EXIT_CODES.PRESTAGE_INPUT, bad.stderr);
+    assert.match(bad.stderr, /25:00 is not a time of day/);
+    const badFill = await cli('pool', 'set', 'base', '--predictive', '1.5');
+    assert.notEqual(badFill.code, 0);
+    assert.match(badFill.stderr, /share of requests/);
+    const back = parse<{ policy: { kind: string; min: number; max: number }; prewarm: string[] }>(await cli('pool', 'set', 'base', '--static', '--min', '2', '--max', '4', '--no-prewarm', '--json'));
+    assert.deepEqual([back.policy, back.prewarm], [{ kind: 'static', min: 2, max: 4 }, []]);
   });
 
   it('adds a host with a MAC and labels', async () => {

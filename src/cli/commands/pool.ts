@@ -1,20 +1,50 @@
-import { Command, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { Command, InvalidArgumentError, type CommandUnknownOpts } from '@commander-js/extra-typings';
 import { count } from '../args.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { dash, json, table } from '../format.js';
 import type { PoolReply } from '../replies.js';
 
+const percent = (x: number) => `${(Math.floor(x * 10_000) / 100).toString()} %`;
+
+/** `static 1..8`, `predictive 99.9 % 0..100`. */
+export function policyText(p: PoolReply['policy']): string {
+  return p.kind === 'predictive' && p.fillRate !== undefined ? `predictive ${percent(p.fillRate)} ${p.min}..${p.max}` : `${p.kind} ${p.min}..${p.max}`;
+}
+
+function seconds(s: number): string {
+  return s < 1 ? `${Math.round(s * 1000)} ms` : s < 120 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`;
+}
+
 export function poolTable(pools: readonly PoolReply[]): string {
   return table(pools, [
     { header: 'SOURCE', value: (p) => p.source },
     { header: 'IMAGE', value: (p) => dash(p.image) },
-    { header: 'POLICY', value: (p) => `${p.policy.kind} ${p.policy.min}..${p.policy.max}` },
+    { header: 'POLICY', value: (p) => policyText(p.policy) },
     { header: 'TARGET', value: (p) => String(p.target), align: 'right' },
     { header: 'READY', value: (p) => String(p.ready), align: 'right' },
     { header: 'MAKING', value: (p) => String(p.making), align: 'right' },
     { header: 'MAPPED', value: (p) => String(p.mapped), align: 'right' },
+    { header: 'REQ/H', value: (p) => (p.plan ? p.plan.requestsPerHour.toFixed(1) : '-'), align: 'right' },
+    { header: 'COPY', value: (p) => (p.plan ? seconds(p.plan.leadTimeS) : '-'), align: 'right' },
+    { header: 'FILL', value: (p) => (p.plan?.expectedFill != null ? percent(p.plan.expectedFill) : '-'), align: 'right' },
+    { header: 'WHY', value: (p) => explain(p) },
   ]);
+}
+
+/** The plan's reason, with what the budget weighed when it cut the pool. */
+function explain(p: PoolReply): string {
+  if (!p.plan) return '-';
+  const parts = [p.plan.reason];
+  if (p.plan.lastSpareHitsPerHour !== null && p.plan.wanted > p.target) parts.push(`last spare ${p.plan.lastSpareHitsPerHour.toFixed(2)} warm/h`);
+  if (p.prewarm.length > 0) parts.push(`pre-warm ${p.prewarm.join(', ')}`);
+  return parts.join('; ');
+}
+
+function fillRate(raw: string): number {
+  const v = raw.endsWith('%') ? Number(raw.slice(0, -1)) / 100 : Number(raw);
+  if (!(v > 0 && v < 1)) throw new InvalidArgumentError('expected a share of requests to serve warm, e.g. 0.999 or 99.9%');
+  return v;
 }
 
 export function poolCommand(ctx: CliContext): CommandUnknownOpts {
@@ -26,13 +56,22 @@ export function poolCommand(ctx: CliContext): CommandUnknownOpts {
     .argument('<source>', 'NAME or NAME@N')
     .option('--min <n>', 'spares to keep ready at least', count)
     .option('--max <n>', 'spares to keep at most', count)
+    .option('--static', 'keep min spares ready (the default policy)')
+    .option('--predictive [fill]', 'size the pool from its demand to serve this share of requests warm (default 0.999)', fillRate)
+    .option('--prewarm <COUNT@HH:MM[/DAYS]>', 'known demand ahead (UTC), e.g. 300@09:00/mon-fri; repeatable, replaces the events', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--no-prewarm', 'remove every pre-warm event')
     .option('--json', 'print the raw JSON reply')
     .action(async (source, opts) => {
+      if (opts.static && opts.predictive !== undefined) throw new InvalidArgumentError('--static and --predictive exclude each other');
+      const policy = opts.static ? 'static' : opts.predictive !== undefined ? 'predictive' : undefined;
       const p = await ctx.client.put<PoolReply>(`/v1/pools/${seg(source)}`, {
         ...(opts.min !== undefined && { min: opts.min }),
         ...(opts.max !== undefined && { max: opts.max }),
+        ...(policy !== undefined && { policy }),
+        ...(typeof opts.predictive === 'number' && { fillRate: opts.predictive }),
+        ...(opts.prewarm === false ? { prewarm: [] } : Array.isArray(opts.prewarm) ? { prewarm: opts.prewarm } : {}),
       });
-      ctx.out(opts.json ? json(p) : `pool ${p.source}: ${p.policy.min}..${p.policy.max} spares of ${dash(p.image)} (target ${p.target}, ready ${p.ready}, making ${p.making})`);
+      ctx.out(opts.json ? json(p) : `pool ${p.source}: ${policyText(p.policy)} spares of ${dash(p.image)} (target ${p.target}, ready ${p.ready}, making ${p.making})${p.prewarm.length > 0 ? `; pre-warm ${p.prewarm.join(', ')}` : ''}`);
     });
 
   pool

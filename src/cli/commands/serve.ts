@@ -41,6 +41,7 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
     .option('--pool-min <n>', 'min spares of the pool a newly imported name gets (default 1)', count)
     .option('--pool-max <n>', 'max spares of that pool (default 8)', count)
     .option('--copy-concurrency <n>', 'copies made at once over all pools (default 2)', positive)
+    .option('--pool-budget <copies|size>', 'cap on all pools\' spares together, e.g. 800 or 500GiB (default none)')
     .addOption(new Option('--reflink <mode>', 'clone with reflink where the filesystem can (auto) or always copy bytes (never)').choices(['auto', 'never'] as const))
     .addOption(new Option('--exporter <kind>', 'how hosts reach their copies: nbd (built-in NBD server) or path (local file); default nbd').choices(['nbd', 'path'] as const))
     .option('--nbd-listen <host:port>', 'address of the NBD server (default $PRESTAGE_NBD_LISTEN or 0.0.0.0:10809)')
@@ -58,6 +59,7 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
           poolDefaultMin: opts.poolMin,
           poolDefaultMax: opts.poolMax,
           copyConcurrency: opts.copyConcurrency,
+          poolBudget: opts.poolBudget,
           reflink: opts.reflink,
           exporter: opts.exporter,
           nbdListen: opts.nbdListen,

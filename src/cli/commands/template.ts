@@ -27,7 +27,7 @@ export function templateCommand(ctx: CliContext): CommandUnknownOpts {
     .argument('<file>', 'the spec file; `from:` files are read relative to it')
     .option('--json', 'print the raw JSON reply')
     .action(async (file, opts) => {
-      const spec = await loadTemplateFile(resolve(ctx.io.cwd, file));
+      const spec = await loadTemplateFile(resolve(ctx.io.cwd, file), { name: file });
       if (ctx.interactive) ctx.err(`building template ${spec.name} on ${spec.base} …`);
       const r = await ctx.client.post<{ template: TemplateReply; build: TemplateBuildReply }>('/v1/templates', spec, { patient: true });
       ctx.out(opts.json ? json(r) : buildLine(r.build));

@@ -3,32 +3,16 @@
  * and why. The live replenisher and the trace simulator both call it; it does no I/O and reads
  * no clock (`now` is an argument), so what the simulator shows is what the service would do.
  */
-import { InputError, POOL_MAX_LIMIT, targetSpares, type PoolPolicy } from '../../domain/index.js';
+import { targetSpares, type PoolPolicy } from '../../domain/index.js';
 import { allocateBudget, type Budget } from './budget.js';
 import { baseStockLevel, type BaseStock, type BatchSizes, type DemandModel } from './demand.js';
 import { forecastDemand, type DemandForecast, type ForecastState } from './forecast.js';
 import { scheduledBoost, type PrewarmEvent } from './schedule.js';
 
-/** Size the pool from its demand: the fewest spares that serve `fillRate` of requests warm, within min..max. */
-export interface PredictivePolicy {
-  readonly kind: 'predictive';
-  /** Target share of requests served warm, e.g. 0.999. */
-  readonly fillRate: number;
-  readonly min: number;
-  readonly max: number;
-}
-
-/** What the planner sizes pools by: the domain's policies plus `predictive`. */
-export type PlanPolicy = PoolPolicy | PredictivePolicy;
-
-export function predictivePolicy(fillRate: number, min = 0, max = POOL_MAX_LIMIT): PredictivePolicy {
-  if (!(fillRate > 0 && fillRate < 1)) throw new InputError(`fill rate must be between 0 and 1 (exclusive), got ${fillRate}`, { field: 'fillRate' });
-  for (const [field, v] of [['min', min], ['max', max]] as const) {
-    if (!Number.isSafeInteger(v) || v < 0 || v > POOL_MAX_LIMIT) throw new InputError(`${field} must be a whole number from 0 to ${POOL_MAX_LIMIT}`, { field, value: v });
-  }
-  if (min > max) throw new InputError(`min (${min}) must not exceed max (${max})`, { field: 'min' });
-  return Object.freeze({ kind: 'predictive', fillRate, min, max });
-}
+/** What the planner sizes pools by: the domain's policies (static, predictive). */
+export type PlanPolicy = PoolPolicy;
+export type { PredictivePolicy } from '../../domain/index.js';
+export { predictivePolicy } from '../../domain/index.js';
 
 export interface PlanPoolInput {
   readonly source: string;
