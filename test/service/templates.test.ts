@@ -225,5 +225,11 @@ describe('templates', () => {
     const h1 = await t.call<{ mapping: { source: string; imageId: string } }>('GET', '/v1/hosts/h1');
     assert.equal(h1.body.mapping.source, 'web');
     await waitFor('the pool to refill with web@2', async () => (await t.call<Template>('GET', '/v1/templates/web')).body.latestBuild?.refilledMs != null, 60_000);
+    // A host may pin the old version: it gets a copy of web@1 made for it.
+    const pinned = await t.call<Provision>('POST', '/v1/hosts/roll-0/provision', { source: 'web@1' });
+    assert.equal(pinned.status, 200, JSON.stringify(pinned.body));
+    assert.equal(pinned.body.image, 'web@1');
+    assert.notEqual(pinned.body.outcome, 'warm', 'no spares of a pinned version were kept');
+    assert.equal(extStat(pinned.body.access.path, GPT.root, '/etc/keep')?.type, 'regular', 'the old version, built on debian@1');
   });
 });
