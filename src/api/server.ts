@@ -179,7 +179,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       schema: {
         summary: "Set (a string) or remove (null) the host's values for templates' per-host data",
         params: HostParam,
-        body: Type.Record(Type.String(), Type.Union([Type.String(), Type.Null()])),
+        // Not a union: ajv's type coercion would turn a null into "" before the handler sees it.
+        body: Type.Record(Type.String(), Type.Unsafe<string | null>({ type: ['string', 'null'] })),
         response: { 200: { $ref: 'Host#' }, ...errors(400, 404) },
       },
     },

@@ -11,40 +11,13 @@ import { keyValues, table } from '../../src/cli/format.js';
 import { describeError } from '../../src/cli/main.js';
 import { pollWhile } from '../../src/cli/progress.js';
 import { InputError } from '../../src/domain/index.js';
+import { assertOneErrorLine, parse, prestage as runPrestage, type Run } from '../helpers/cli-run.js';
 import { makeTempDir, sha256File, waitFor, writeRandomFile } from '../helpers/files.js';
 import { BIN, freePort, startServe, type ServeProcess } from '../helpers/server.js';
 
 const MiB = 1 << 20;
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs `node bin/prestage.js ARGS` to completion, as a person or a script would. */
-async function prestage(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, stdout, stderr };
-}
-
-/** The one-line error every failure prints. */
-function assertOneErrorLine(r: Run, pattern: RegExp): void {
-  const lines = r.stderr.trimEnd().split('\n');
-  assert.equal(lines.length, 1, `expected one line on stderr, got:\n${r.stderr}`);
-  assert.match(lines[0]!, /^prestage: /);
-  assert.match(lines[0]!, pattern);
-}
-
-function parse<T>(r: Run): T {
-  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as T;
-}
+const prestage = (args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Run> => runPrestage(args, { env });
 
 describe('prestage pure parts', () => {
   it('maps every API error code to one exit code', () => {

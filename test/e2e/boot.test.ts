@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, before, describe } from 'node:test';
 import { bootFromNbd, buildBootGolden, writeQemuPskDir, type BootGolden, type BootResult } from '../helpers/boot-image.js';
+import { guardedSteps } from '../helpers/steps.js';
 import { makeTempDir, sha256File, waitFor } from '../helpers/files.js';
 import { startServe, type ServeProcess } from '../helpers/server.js';
 
@@ -71,7 +72,7 @@ describe('a host boots from its copy over NBD with TLS-PSK (qemu, tcg)', () => {
 
   // A missing qemu, kernel, busybox-static, sfdisk or mke2fs fails every step below with the
   // apt package to install (never a skip, never a run of "cancelled" steps).
-  let setupError: Error | undefined;
+  const { setupFailed, step } = guardedSteps();
   before(async () => {
     dir = await makeTempDir('prestage-boot-');
     try {
@@ -79,14 +80,9 @@ describe('a host boots from its copy over NBD with TLS-PSK (qemu, tcg)', () => {
       goldenSha = await sha256File(golden.disk);
       serve = await startServe(join(dir, 'data'));
     } catch (e) {
-      setupError = e instanceof Error ? e : new Error(String(e));
+      setupFailed(e);
     }
   });
-  const step = (name: string, fn: (t: TestContext) => Promise<void>) =>
-    it(name, async (t) => {
-      if (setupError !== undefined) throw setupError;
-      await fn(t);
-    });
 
   after(async () => {
     await serve?.kill('SIGTERM');

@@ -6,6 +6,11 @@
 // virtio as modules). Its /init prints what it finds on the disk to the serial console,
 // optionally writes a file of its own, syncs and powers off, so a test reads the console and
 // knows what the host saw.
+//
+// A second initramfs (buildNetInitramfs) also brings up the network (virtio_net on qemu's
+// user-mode network, where the host's 127.0.0.1 is 10.0.2.2) and, as the kernel command line
+// asks, prints files of the disk, runs scripts from it and fetches URLs, each between markers
+// (readConsole parses them), the way a host's early boot fetches its per-host data.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -159,9 +164,8 @@ const EXEC = 0o100755;
 const LINK = 0o120777;
 const CHR = 0o020600;
 
-function initScript(modules: readonly string[]): string {
-  const insmods = modules.map((m) => `insmod /lib/modules/${m}.ko || fail insmod-${m}`).join('\n');
-  return `#!/bin/sh
+/** The start of every /init: busybox applets, the kernel filesystems, the console, and how to fail. */
+const INIT_PROLOGUE = `#!/bin/sh
 /bin/busybox --install -s
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -169,7 +173,11 @@ mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
 echo
 fail() { echo "${CONSOLE.failed}$1"; poweroff -f; sleep 60; }
-${insmods}
+`;
+
+function initScript(modules: readonly string[]): string {
+  const insmods = modules.map((m) => `insmod /lib/modules/${m}.ko || fail insmod-${m}`).join('\n');
+  return `${INIT_PROLOGUE}${insmods}
 i=0
 while [ ! -b /dev/vda1 ]; do
   i=$((i + 1)); [ $i -gt 200 ] && fail no-vda1
@@ -270,6 +278,10 @@ export interface BootOptions {
   /** Text the host writes to /host-wrote on its disk ([A-Za-z0-9_-], no spaces). */
   readonly write?: string;
   readonly timeoutSec?: number;
+  /** A virtio NIC on qemu's user-mode network (GUEST_NET); without it the host has no network. */
+  readonly net?: boolean;
+  /** More kernel parameters, e.g. guestParams.show(…) for the network initramfs; no spaces or quotes. */
+  readonly append?: readonly string[];
 }
 
 export interface BootResult {
@@ -283,6 +295,9 @@ export interface BootResult {
   readonly hostWrote: string | undefined;
   readonly wrote: string | undefined;
   readonly done: boolean;
+  /** What the network initramfs printed between markers, and how each step ended (readConsole). */
+  readonly sections: ReadonlyMap<string, string>;
+  readonly statuses: ReadonlyMap<string, string>;
 }
 
 // The console interleaves firmware text and terminal resets (ESC c, ESC [2J …) with what /init
@@ -295,7 +310,10 @@ const grab = (out: string, prefix: string) => new RegExp(`(?<![A-Za-z-])${prefix
 /** Boots an emulated host (tcg; KVM hangs here) from an NBD export over TLS-PSK, always under `timeout`. */
 export async function bootFromNbd(o: BootOptions): Promise<BootResult> {
   if (o.write !== undefined && !/^[A-Za-z0-9_-]+$/.test(o.write)) throw new Error(`write: ${o.write} is not [A-Za-z0-9_-]+`);
-  const append = ['console=ttyS0', 'quiet', 'panic=-1', ...(o.write !== undefined ? [`prestage.write=${o.write}`] : [])].join(' ');
+  for (const p of o.append ?? []) if (!/^[^\s"]+$/.test(p)) throw new Error(`append: ${JSON.stringify(p)} must have no spaces or quotes`);
+  const append = ['console=ttyS0', 'quiet', 'panic=-1', ...(o.write !== undefined ? [`prestage.write=${o.write}`] : []), ...(o.append ?? [])].join(' ');
+  // The kernel keeps COMMAND_LINE_SIZE (2048 on x86) bytes and silently drops the rest.
+  if (append.length >= 2048) throw new Error(`the kernel command line is ${append.length} bytes, at most 2047`);
   const args = [
     '--kill-after=5',
     String(o.timeoutSec ?? 120),
@@ -303,7 +321,7 @@ export async function bootFromNbd(o: BootOptions): Promise<BootResult> {
     '-accel', 'tcg',
     '-nographic',
     '-no-reboot',
-    '-nic', 'none',
+    ...(o.net === true ? ['-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0,romfile='] : ['-nic', 'none']),
     '-m', '256',
     '-kernel', o.kernel.vmlinuz,
     '-initrd', o.initrd,
@@ -325,5 +343,156 @@ export async function bootFromNbd(o: BootOptions): Promise<BootResult> {
     hostWrote: grab(output, CONSOLE.hostWrote),
     wrote: grab(output, CONSOLE.wrote),
     done: output.includes(CONSOLE.done),
+    ...readConsole(output),
   };
+}
+
+// The network initramfs ---------------------------------------------------------------------
+
+/** qemu's user-mode network as the guest sees it: the host's 127.0.0.1 answers at `hostLoopback`. */
+export const GUEST_NET = { address: '10.0.2.15', prefix: 24, gateway: '10.0.2.2', hostLoopback: '10.0.2.2' } as const;
+
+/** The network card's module: its dependencies after VIRTIO_MODULES come from modprobe. */
+export const NET_MODULE = 'virtio_net';
+
+/**
+ * What the network initramfs prints besides CONSOLE: `net` once the address is set; for each step
+ * of the kernel command line `begin` NAME, what the step printed, `end` NAME, then `status`
+ * NAME=STATUS (`0` or an exit code for show and run; `ok` or `failed:` and wget's error for fetch).
+ * NAME is `show:PATH`, `run:PATH` or `fetch:LABEL`. Scripts run from the disk may print sections
+ * of their own with `begin`/`end`.
+ */
+export const NET_CONSOLE = {
+  net: 'PRESTAGE-NET:',
+  begin: 'PRESTAGE-BEGIN:',
+  end: 'PRESTAGE-END:',
+  status: 'PRESTAGE-STATUS:',
+} as const;
+
+const moduleName = (file: string) => file.split('/').at(-1)!.replace(/\.ko(\.(xz|zst|gz))?$/, '');
+const STEP_NAME = /^[A-Za-z0-9_./-]+$/;
+
+/** Kernel parameters for the network initramfs's steps, done in command-line order after the disk is mounted. */
+export const guestParams = {
+  /** Print a file of the disk (an absolute path inside partition 1). */
+  show: (path: string) => `prestage.show=${checkStep(path, true)}`,
+  /** Run a shell script of the disk (absolute path inside partition 1) with the initramfs's busybox. */
+  run: (path: string) => `prestage.run=${checkStep(path, true)}`,
+  /** GET a URL (Basic auth from its user:password@) and print the body; LABEL names the step. */
+  fetch: (label: string, url: string) => `prestage.fetch=${checkStep(label, false)},${url}`,
+};
+
+function checkStep(name: string, path: boolean): string {
+  if (!STEP_NAME.test(name) || (path && !name.startsWith('/'))) throw new Error(`${path ? 'path' : 'label'} ${JSON.stringify(name)}: expected ${path ? '/' : ''}[A-Za-z0-9_./-]+`);
+  return name;
+}
+
+/** The files of virtio_net and the modules it needs that VIRTIO_MODULES do not load (failover, net_failover), in load order. */
+export async function findNetModules(kernel: CloudKernel): Promise<string[]> {
+  const { stdout } = await run('modprobe', ['-S', kernel.version, '--show-depends', NET_MODULE]).catch((e: Error) => {
+    throw new Error(`modprobe -S ${kernel.version} --show-depends ${NET_MODULE} failed (is ${KERNEL_PACKAGE} installed completely?): ${e.message}`);
+  });
+  const loaded = new Set(kernel.modules.map(moduleName));
+  const files = stdout
+    .split('\n')
+    .map((line) => /^insmod (\S+)/.exec(line)?.[1])
+    .filter((f): f is string => f !== undefined && !loaded.has(moduleName(f)));
+  if (!files.some((f) => moduleName(f) === NET_MODULE)) throw new Error(`kernel ${kernel.version} has no ${NET_MODULE} module: ${stdout}`);
+  return files;
+}
+
+function netInitScript(modules: readonly string[]): string {
+  const insmods = modules.map((m) => `insmod /lib/modules/${m}.ko || fail insmod-${m}`).join('\n');
+  const { begin, end, status } = NET_CONSOLE;
+  // Each step's output goes to a file first, then between its markers with a line break after
+  // the last line, so a marker always starts a line.
+  return `${INIT_PROLOGUE}wait_for() {
+  i=0
+  while [ ! -e "$1" ]; do
+    i=$((i + 1)); [ $i -gt 200 ] && fail "no-$2"
+    sleep 0.1
+  done
+}
+section() {
+  echo "${begin}$1"
+  cat /tmp/out
+  [ -n "$(tail -c 1 /tmp/out)" ] && echo
+  echo "${end}$1"
+  echo "${status}$1=$2"
+}
+set -f
+${insmods}
+wait_for /sys/class/net/eth0 eth0
+ip link set lo up
+ip link set eth0 up || fail link-up
+ip addr add ${GUEST_NET.address}/${GUEST_NET.prefix} dev eth0 || fail address
+ip route add default via ${GUEST_NET.gateway} || fail route
+echo "${NET_CONSOLE.net}up ${GUEST_NET.address}"
+wait_for /dev/vda1 vda1
+mount -t ext4 /dev/vda1 /mnt || fail mount
+echo "${CONSOLE.marker}$(cat /mnt/marker)"
+for w in $(cat /proc/cmdline); do
+  case "$w" in
+  prestage.show=*)
+    p=\${w#prestage.show=}
+    cat "/mnt$p" >/tmp/out 2>&1
+    section "show:$p" $?
+    ;;
+  prestage.run=*)
+    p=\${w#prestage.run=}
+    timeout 60 sh "/mnt$p" >/tmp/out 2>&1
+    section "run:$p" $?
+    ;;
+  prestage.fetch=*)
+    v=\${w#prestage.fetch=}
+    l=\${v%%,*}
+    : >/tmp/out # wget leaves the file alone when the server refuses
+    if timeout 30 wget -q -O /tmp/out "\${v#*,}" 2>/tmp/err; then s=ok; else s="failed:$(tr '\\n' ' ' </tmp/err)"; fi
+    section "fetch:$l" "$s"
+    ;;
+  esac
+done
+umount /mnt || fail umount
+sync
+echo "${CONSOLE.done}"
+poweroff -f
+`;
+}
+
+/** A gzip'd newc initramfs like buildInitramfs's, plus the network modules and the steps of NET_CONSOLE. */
+export async function buildNetInitramfs(kernel: CloudKernel): Promise<Buffer> {
+  const entries: CpioEntry[] = ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'mnt', 'tmp', 'lib', 'lib/modules'].map((name) => ({ name, mode: DIR }));
+  entries.push({ name: 'dev/console', mode: CHR, rdev: [5, 1] }, { name: 'dev/null', mode: 0o020666, rdev: [1, 3] });
+  entries.push({ name: 'bin/busybox', mode: EXEC, data: await readFile(BUSYBOX) }, { name: 'bin/sh', mode: LINK, data: Buffer.from('busybox') });
+  const names: string[] = [];
+  for (const file of [...kernel.modules, ...(await findNetModules(kernel))]) {
+    names.push(moduleName(file));
+    entries.push({ name: `lib/modules/${moduleName(file)}.ko`, mode: FILE, data: await moduleBytes(file) });
+  }
+  entries.push({ name: 'init', mode: EXEC, data: Buffer.from(netInitScript(names)) });
+  return gzipSync(cpioNewc(entries), { level: 6 });
+}
+
+/** Writes the network initramfs to `path`; returns the path. */
+export async function writeNetInitrd(kernel: CloudKernel, path: string): Promise<string> {
+  await writeFile(path, await buildNetInitramfs(kernel));
+  return path;
+}
+
+/**
+ * The sections (NAME → the text between `begin` NAME and `end` NAME, each line ending in a line
+ * break) and statuses (NAME → STATUS) in a console log. A section inside another is found too.
+ */
+export function readConsole(output: string): { sections: Map<string, string>; statuses: Map<string, string> } {
+  const text = stripEscapes(output).replace(/\r/g, '');
+  const sections = new Map<string, string>();
+  const statuses = new Map<string, string>();
+  for (const m of text.matchAll(new RegExp(`${NET_CONSOLE.begin}([^\\n]*)\\n`, 'g'))) {
+    const name = m[1]!;
+    const from = m.index + m[0].length;
+    const to = text.indexOf(`${NET_CONSOLE.end}${name}\n`, from);
+    if (to >= 0 && !sections.has(name)) sections.set(name, text.slice(from, to));
+  }
+  for (const m of text.matchAll(new RegExp(`${NET_CONSOLE.status}([^=\\n]*)=([^\\n]*)`, 'g'))) statuses.set(m[1]!, m[2]!);
+  return { sections, statuses };
 }

@@ -1,4 +1,5 @@
-import { Command, InvalidArgumentError, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { Command, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { InputError } from '../../domain/index.js';
 import { hostVar, label } from '../args.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
@@ -31,13 +32,13 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
     .command('set')
     .description("set or remove the host's values for templates' per-host data (served at /v1/meta/HOST/)")
     .argument('<id>', 'host id')
-    .argument('[name=value...]', 'values to set')
+    .argument('[name=value...]', 'values to set', (v: string, prev: Record<string, string> = {}) => hostVar(v, prev))
     .option('--unset <name>', 'remove a value (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--json', 'print the raw JSON reply')
     .action(async (id, pairs, opts) => {
-      const changes: Record<string, string | null> = pairs.reduce<Record<string, string>>((acc, p) => hostVar(p, acc), {});
+      const changes: Record<string, string | null> = { ...pairs };
       for (const n of opts.unset ?? []) changes[n] = null;
-      if (Object.keys(changes).length === 0) throw new InvalidArgumentError('give NAME=VALUE pairs to set or --unset NAME');
+      if (Object.keys(changes).length === 0) throw new InputError('give NAME=VALUE pairs to set or --unset NAME', { field: 'vars' });
       const h = await ctx.client.patch<HostReply>(`/v1/hosts/${seg(id)}/vars`, changes);
       ctx.out(opts.json ? json(h) : `host ${h.id}: ${Object.keys(h.vars).length === 0 ? 'no values' : Object.entries(h.vars).map(([k, v]) => `${k}=${v.length > 40 ? `${v.slice(0, 37)}…` : v}`).join(' ')}`);
     });

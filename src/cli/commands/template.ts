@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
-import { Command, InvalidArgumentError, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { Command, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { InputError } from '../../domain/index.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { dash, json, keyValues, table, when } from '../format.js';
@@ -14,7 +15,7 @@ function buildLine(b: TemplateBuildReply): string {
 }
 
 function versionArg(raw: string): number {
-  if (!/^[1-9][0-9]{0,8}$/.test(raw)) throw new InvalidArgumentError('expected a version number (1, 2, …)');
+  if (!/^[1-9][0-9]{0,8}$/.test(raw)) throw new InputError(`expected NAME@N with N a version number (1, 2, …), got '@${raw}'`, { field: 'version' });
   return Number(raw);
 }
 
@@ -89,13 +90,15 @@ export function templateCommand(ctx: CliContext): CommandUnknownOpts {
 
   template
     .command('log')
-    .description("print a build's log: the latest build, or the one that made --version N")
-    .argument('<name>', 'template name')
-    .option('--version <n>', 'the version whose build to show', versionArg)
+    .description("print a build's log: the latest build, or with NAME@N the build that made version N")
+    .argument('<name[@N]>', 'template name, or NAME@N for the build of version N')
     .option('--all', 'every build, newest first')
     .option('--json', 'print the raw JSON reply')
-    .action(async (name, opts) => {
-      const q = opts.version === undefined ? '' : `?version=${opts.version}`;
+    .action(async (ref, opts) => {
+      const at = ref.lastIndexOf('@');
+      const name = at < 0 ? ref : ref.slice(0, at);
+      const version = at < 0 ? undefined : versionArg(ref.slice(at + 1));
+      const q = version === undefined ? '' : `?version=${version}`;
       const builds = await ctx.client.get<TemplateBuildReply[]>(`/v1/templates/${seg(name)}/builds${q}`);
       const shown = opts.all ? builds : builds.slice(0, 1);
       if (opts.json) return ctx.out(json(shown));
