@@ -4,7 +4,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
@@ -14,36 +14,15 @@ import { ConflictError, InputError, UnavailableError } from '../../src/domain/in
 import { DEFAULT_PSK_CIPHERS, NbdServer, nbdProtocol as p } from '../../src/exporters/nbd/index.js';
 import { makeTempDir, sha256File, waitFor, writeRandomFile, writeSparseFile } from '../helpers/files.js';
 import { mutate, prng } from './nbd-helpers.js';
+import { nbdToolEnv, ok, run } from '../helpers/nbd-tools.js';
 
 const MiB = 1 << 20;
-// Debian's python3 must come first for nbdsh; the other tools live there too.
-const env = { ...process.env, PATH: `/usr/bin:${process.env.PATH ?? ''}`, LIBNBD_DEBUG: '0' };
+const env = nbdToolEnv;
 const TOOLS: Record<string, string> = { nbdinfo: 'libnbd-bin', nbdcopy: 'libnbd-bin', nbdsh: 'python3-libnbd', 'qemu-img': 'qemu-utils', 'qemu-io': 'qemu-utils' };
 
 function requireTools(): void {
   const missing = Object.entries(TOOLS).filter(([tool]) => spawnSync('sh', ['-c', `command -v ${tool}`], { env }).status !== 0);
   if (missing.length > 0) throw new Error(`NBD clients missing: ${missing.map(([t, pkg]) => `${t} (apt-get install ${pkg})`).join(', ')}`);
-}
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string, args: readonly string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { env, timeout: 120_000, maxBuffer: 16 * MiB }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-async function ok(cmd: string, args: readonly string[]): Promise<string> {
-  const r = await run(cmd, args);
-  assert.equal(r.code, 0, `${cmd} ${args.join(' ')} failed (${r.code}):\n${r.stderr}${r.stdout}`);
-  return r.stdout;
 }
 
 /**

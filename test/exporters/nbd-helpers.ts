@@ -87,17 +87,8 @@ export function* twoPieces(b: Buffer): Generator<Buffer[]> {
   for (let i = 0; i <= b.length; i++) yield [b.subarray(0, i), b.subarray(i)];
 }
 
-/** mulberry32: a tiny seeded PRNG, so a fuzz run can be repeated. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32: a tiny seeded PRNG, so a fuzz run can be repeated (the simulator's own). */
+export { mulberry32 as prng } from '../../src/pool/simulator/trace.js';
 
 /** Flips, inserts, deletes or overwrites a few bytes, or cuts the tail. */
 export function mutate(b: Buffer, rand: () => number, count = 1 + Math.floor(rand() * 3)): Buffer {

@@ -4,39 +4,17 @@
  * nbdcopy and with qemu-img, against the NbdServer and against `prestage serve --nbd-tls x509`.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InputError } from '../../src/domain/index.js';
 import { NbdServer } from '../../src/exporters/nbd/index.js';
 import { makeTempDir, sha256File, writeRandomFile } from '../helpers/files.js';
+import { ok, run, type ToolRun as Run } from '../helpers/nbd-tools.js';
 import { makePki, type Pki } from '../helpers/pki.js';
 import { startServe, type ServeProcess } from '../helpers/server.js';
 
 const MiB = 1 << 20;
-const env = { ...process.env, PATH: `/usr/bin:${process.env.PATH ?? ''}`, LIBNBD_DEBUG: '0' };
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string, args: readonly string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { env, timeout: 60_000, maxBuffer: 16 * MiB }, (err, stdout, stderr) => {
-      if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${cmd} not found (scripts/install.sh installs it)`);
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-  });
-}
-
-async function ok(cmd: string, args: readonly string[]): Promise<string> {
-  const r = await run(cmd, args);
-  assert.equal(r.code, 0, `${cmd} ${args.join(' ')} failed (${r.code}):\n${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
 
 async function refused(cmd: string, args: readonly string[], why: string): Promise<Run> {
   const r = await run(cmd, args);
