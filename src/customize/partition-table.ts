@@ -265,7 +265,7 @@ function byNumber(table: PartitionTable, number: number): Partition {
       { partition: number },
     );
   }
-  const hint = table.kind === 'none' ? ' (use the whole disk)' : '';
+  const hint = table.kind === 'none' ? " (for a disk that is one filesystem, a template says 'partition: whole-disk')" : '';
   throw new BadImageError(`partition ${number} not found: the disk has ${describeTable(table)}${hint}`, { partition: number, table: table.kind });
 }
 

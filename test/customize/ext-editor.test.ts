@@ -129,7 +129,7 @@ describe('customize: ext', () => {
     const none = await customizeDisk(disk, plan({ partition: 'whole-disk', removes: ['/not/there', '/nor/this'] }));
     assert.equal(none.filesRemoved, 0);
     assert.equal(sha256(disk), before);
-    await assert.rejects(customizeDisk(disk, plan({ partition: { number: 1 }, removes: ['/etc/motd'] })), /partition 1 not found: the disk has no partition table \(use the whole disk\)/);
+    await assert.rejects(customizeDisk(disk, plan({ partition: { number: 1 }, removes: ['/etc/motd'] })), /partition 1 not found: the disk has no partition table \(for a disk that is one filesystem, a template says 'partition: whole-disk'\)/);
   });
 
   it('stops before changing anything when aborted', async () => {
