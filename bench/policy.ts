@@ -15,6 +15,7 @@
  * Progress goes to stderr; the summary to stdout, its last line one JSON object.
  */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   busiestSources,
@@ -29,10 +30,10 @@ import {
 } from '../src/pool/simulator/index.js';
 import type { ForecastState } from '../src/pool/policy/index.js';
 import { log } from './lib/log.js';
+import { azureTraceDir } from './lib/traces.js';
 import { round2 } from './lib/stats.js';
 import { UsageError } from './lib/usage.js';
 
-const TRACES = new URL('../../shared/traces/azure-v1/', import.meta.url);
 const LEAD_TIME_S = 120;
 const FILL = 0.999;
 const POOLS = 5;
@@ -87,7 +88,7 @@ export async function run(args: string[]): Promise<void> {
   if (!Number.isSafeInteger(seed) || seed < 0) throw new UsageError(`--seed: expected a whole number ≥ 0, got '${values.seed}'`);
 
   log('reading the Azure trace');
-  const [trainText, devText] = await Promise.all([readFile(new URL('v1.train.txt', TRACES), 'utf8'), readFile(new URL('v1.dev.txt', TRACES), 'utf8')]);
+  const [trainText, devText] = await Promise.all([readFile(join(azureTraceDir(), 'v1.train.txt'), 'utf8'), readFile(join(azureTraceDir(), 'v1.dev.txt'), 'utf8')]);
   // The same seeds as `prestage simulate --seed N`: N for the scored trace, N + 1 for the training one.
   const train = parseAzureTrace(trainText, 'v1.train.txt', { seed: seed + 1 });
   const dev = parseAzureTrace(devText, 'v1.dev.txt', { seed });

@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { InputError, staticPolicy } from '../../src/domain/index.js';
 import { batchSizes, fillRate, predictivePolicy, type PlanPolicy } from '../../src/pool/policy/index.js';
 import {
@@ -20,8 +21,8 @@ import {
   type Trace,
 } from '../../src/pool/simulator/index.js';
 import { MONDAY, syntheticTrace } from './synthetic.js';
+import { azureTraceDir } from '../../bench/lib/traces.js';
 
-const AZURE = new URL('../../../shared/traces/azure-v1/', import.meta.url);
 
 function run(trace: Trace, policy: PlanPolicy, over: Partial<SimulationOptions> = {}): SimulationResult {
   return simulate({ trace, sources: trace.sources, policyFor: () => policy, leadTimeS: 120, ...over });
@@ -158,8 +159,8 @@ describe('predictive policy on a synthetic diurnal trace with bursts', () => {
 });
 
 describe('simulator on the Azure trace (a slice)', () => {
-  const trainLines = readFileSync(new URL('v1.train.txt', AZURE), 'utf8').split('\n').slice(-289, -1).join('\n');
-  const devLines = readFileSync(new URL('v1.dev.txt', AZURE), 'utf8').split('\n').slice(0, 72).join('\n');
+  const trainLines = readFileSync(join(azureTraceDir(), 'v1.train.txt'), 'utf8').split('\n').slice(-289, -1).join('\n');
+  const devLines = readFileSync(join(azureTraceDir(), 'v1.dev.txt'), 'utf8').split('\n').slice(0, 72).join('\n');
   const train = parseAzureTrace(trainLines, 'v1.train.txt', { seed: 2 });
   const dev = parseAzureTrace(devLines, 'v1.dev.txt', { seed: 1 });
 
