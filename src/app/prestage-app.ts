@@ -114,7 +114,7 @@ export class PrestageApp {
         },
       };
       const templates = new TemplateService({ store, driver, customizer, replenisher, logger: logger.child({ component: 'templates' }), defaultPool });
-      this.onStop('templates', () => Promise.resolve(templates.close()));
+      this.onStop('templates', () => templates.close(config.drainTimeoutMs));
       const http = await buildApi({
         store,
         images: new ImageService({ store, driver, replenisher, logger, defaultPool, onImported: (image) => void templates.baseImported(image).catch((err: unknown) => logger.error({ err }, 'template rebuilds not started')) }),

@@ -164,11 +164,17 @@ export class TemplateService {
     }
   }
 
-  /** Stops watching refills (on shutdown). Builds in flight finish or fail on their own. */
-  close(): void {
+  /**
+   * On shutdown: stops watching refills and lets builds in flight finish, at most `timeoutMs`
+   * (one cut short is marked failed by the next start's reconcile, its working copy removed).
+   */
+  async close(timeoutMs: number): Promise<void> {
     this.closed = true;
     for (const t of this.watchers) clearInterval(t);
     this.watchers.clear();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(this.building.values()), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
   }
 
   private async view(t: TemplateRecord): Promise<TemplateView> {
