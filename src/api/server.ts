@@ -266,7 +266,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     async (req) => (await templates.builds(req.params.name, req.query.version)).map(({ spec: _spec, ...b }) => b),
   );
   app.delete('/v1/templates/:name', { schema: { params: TemplateParam, response: { 204: Type.Null(), ...errors(404, 409) } } }, async (req, reply) => {
-    await templates.remove(req.params.name, (ref) => images.remove(ref));
+    await templates.remove(req.params.name, (ref) => images.remove(ref, { template: true }));
     return reply.status(204).send(null);
   });
 

@@ -88,12 +88,18 @@ export class ImageService {
     return image;
   }
 
-  /** Removes one version (`name@N`), or every version of a name. Its spares go too; mapped copies block it. */
-  async remove(ref: string): Promise<Image[]> {
+  /**
+   * Removes one version (`name@N`), or every version of a name. Its spares go too; mapped copies
+   * block it. Every version of a template goes with the template only (`opts.template`).
+   */
+  async remove(ref: string, opts: { template?: boolean } = {}): Promise<Image[]> {
     const { store } = this.o;
     const spec = parseSourceSpec(ref);
     const images = spec.version === null ? (await store.listImages()).filter((i) => i.name === spec.name) : [await this.get(ref)];
     if (images.length === 0) throw new NotFoundError('image', ref);
+    if (spec.version === null && !opts.template && images.some((i) => i.kind === 'template')) {
+      throw new ConflictError(`'${ref}' is a template: remove it with prestage template rm ${ref} (or one version with ${ref}@N)`, { name: ref });
+    }
     const pools = await store.listPools();
     const pinned = pools.filter((p) => images.some((i) => p.source === `${i.name}@${i.version}`) || (spec.version === null && p.source === spec.name));
     if (pinned.length > 0 && spec.version !== null) {

@@ -225,6 +225,10 @@ describe('templates', () => {
     const h1 = await t.call<{ mapping: { source: string; imageId: string } }>('GET', '/v1/hosts/h1');
     assert.equal(h1.body.mapping.source, 'web');
     await waitFor('the pool to refill with web@2', async () => (await t.call<Template>('GET', '/v1/templates/web')).body.latestBuild?.refilledMs != null, 60_000);
+    // Its versions go with the template, not one by one as images.
+    const rm = await t.call<{ error: { message: string } }>('DELETE', '/v1/images/web');
+    assert.equal(rm.status, 409);
+    assert.match(rm.body.error.message, /is a template: remove it with prestage template rm web/);
     // A host may pin the old version: it gets a copy of web@1 made for it.
     const pinned = await t.call<Provision>('POST', '/v1/hosts/roll-0/provision', { source: 'web@1' });
     assert.equal(pinned.status, 200, JSON.stringify(pinned.body));
