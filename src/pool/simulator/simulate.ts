@@ -49,19 +49,26 @@ export interface SimulationOptions {
   readonly seriesBucketS?: number;
 }
 
-export interface PoolResult {
-  readonly source: string;
+/** What a replay scores, for one pool or summed over all of them. */
+export interface ReplayScore {
   readonly requests: number;
   readonly warm: number;
+  /** Share of requests served warm (a batch of 10 is 10 requests). */
   readonly hitRate: number;
+  /** Wait of a request until its copy was ready (warm ones wait 0). */
   readonly waitP50S: number;
   readonly waitP99S: number;
   /** Time-average of ready spares. */
   readonly meanSpares: number;
+  /** Most ready spares held at once. */
   readonly peakSpares: number;
-  readonly meanTarget: number;
-  /** Copies completed. */
+  /** Copies completed, refills and on-demand. */
   readonly copies: number;
+}
+
+export interface PoolResult extends ReplayScore {
+  readonly source: string;
+  readonly meanTarget: number;
   /** Ready spares at the start (the pool starts at its first target) and at the end. */
   readonly initialSpares: number;
   readonly finalSpares: number;
@@ -78,20 +85,8 @@ export interface Series {
   readonly spares: readonly Float64Array[];
 }
 
-export interface SimulationResult {
-  readonly requests: number;
-  readonly warm: number;
-  /** Share of requests served warm (a batch of 10 is 10 requests). */
-  readonly hitRate: number;
-  /** Wait of a request until its copy was ready, over all requests (warm ones wait 0). */
-  readonly waitP50S: number;
-  readonly waitP99S: number;
-  /** Time-average of ready spares summed over the pools. */
-  readonly meanSpares: number;
-  /** Most ready spares held at once, summed over the pools. */
-  readonly peakSpares: number;
-  /** Copies completed, refills and on-demand. */
-  readonly copies: number;
+/** The totals are summed over the pools (spares at the same instants for the peak). */
+export interface SimulationResult extends ReplayScore {
   readonly spanS: number;
   readonly pools: readonly PoolResult[];
   readonly series: Series | null;
