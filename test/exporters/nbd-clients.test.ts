@@ -223,6 +223,25 @@ for (const tls of ['psk', 'off'] as const) {
     });
 
     if (tls === 'psk') {
+      it('serves TLS 1.2 clients too: GnuTLS (qemu) limited to TLS 1.2 with ECDHE-PSK, and with plain PSK', async () => {
+        const node = `driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port=${port},file.export=a-disk,file.tls-creds=tls0`;
+        for (const kx of ['+ECDHE-PSK', '+PSK']) {
+          const priority = `NORMAL:-VERS-TLS1.3:-KX-ALL:${kx}`;
+          const creds = `tls-creds-psk,id=tls0,endpoint=client,dir=${qemuPskDir},username=hostA,priority=${priority}`;
+          const info = JSON.parse(await ok('qemu-img', ['info', '--output=json', '--object', creds, '--image-opts', node])) as { 'virtual-size': number };
+          assert.equal(info['virtual-size'], 64 * MiB, priority);
+          await ok('qemu-img', ['convert', '-O', 'raw', '--object', creds, '--image-opts', node, file('tls12.img')]);
+          assert.equal(await sha256File(file('tls12.img')), await sha256File(file('a.img')), priority);
+        }
+        // The same limit with a wrong key ends in the handshake.
+        const wrongDir = file('qemu-wrong');
+        await mkdir(wrongDir, { recursive: true });
+        await writeFile(join(wrongDir, 'keys.psk'), `hostA:${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+        const wrong = await run('qemu-img', ['info', '--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${wrongDir},username=hostA,priority=NORMAL:-VERS-TLS1.3`, '--image-opts', node]);
+        assert.notEqual(wrong.code, 0);
+        assert.equal(wrong.stdout, '');
+      });
+
       it('refuses a wrong key, an unknown host and a plaintext client', async () => {
         const wrong = file('wrong.psk');
         await writeFile(wrong, `hostA:${randomBytes(32).toString('hex')}\nhostC:${randomBytes(32).toString('hex')}\n`);
