@@ -2,9 +2,7 @@ import type { Logger } from 'pino';
 import {
   ConflictError,
   NotFoundError,
-  newId,
   parseSourceSpec,
-  staticPolicy,
   validateImageName,
   type Image,
   type ProgressListener,
@@ -12,6 +10,7 @@ import {
   type VolumeDriver,
 } from '../domain/index.js';
 import type { Replenisher } from '../pool/index.js';
+import { ensureDefaultPool, insertNextVersion } from './image-versions.js';
 
 export interface ImageServiceOptions {
   readonly store: Store;
@@ -41,40 +40,22 @@ export class ImageService {
       await this.dropVolumeIfUnused(vol.volume);
       throw new ConflictError(`${name}@${latest.version} has the same content already (sha256 ${vol.sha256.slice(0, 12)}…)`, { name, version: latest.version });
     }
-    // Two imports of one name at once: the loser of the version race tries the next number.
-    for (let attempt = 0; ; attempt++) {
-      const image: Image = {
-        id: newId('img'),
-        name,
-        version: await store.nextImageVersion(name),
-        sha256: vol.sha256,
-        sizeBytes: vol.sizeBytes,
-        volume: vol.volume,
-        state: 'ready',
-        createdAt: new Date().toISOString(),
-        kind: 'golden',
-        baseImageId: null,
-      };
-      try {
-        await store.insertImage(image, {
-          type: 'image.imported',
-          subject: `${name}@${image.version}`,
-          data: { imageId: image.id, sha256: image.sha256, sizeBytes: image.sizeBytes, format: vol.format, path, ms: Date.now() - started },
-        });
-      } catch (e) {
-        if (e instanceof ConflictError && attempt < 5) continue;
-        await this.dropVolumeIfUnused(vol.volume);
-        throw e;
-      }
-      this.o.logger.info({ image: `${name}@${image.version}`, sha256: image.sha256, ms: Date.now() - started }, 'image imported');
-      if (this.o.defaultPool && !(await store.getPool(name))) {
-        const { min, max } = this.o.defaultPool;
-        await store.upsertPool(name, staticPolicy(min, max), { type: 'pool.set', subject: name, data: { min, max, reason: 'default' } });
-      }
-      this.o.replenisher.poke(true);
-      this.o.onImported?.(image);
-      return image;
+    let image: Image;
+    try {
+      image = await insertNextVersion(store, { name, sha256: vol.sha256, sizeBytes: vol.sizeBytes, volume: vol.volume, kind: 'golden', baseImageId: null }, (i) => ({
+        type: 'image.imported',
+        subject: `${name}@${i.version}`,
+        data: { imageId: i.id, sha256: i.sha256, sizeBytes: i.sizeBytes, format: vol.format, path, ms: Date.now() - started },
+      }));
+    } catch (e) {
+      await this.dropVolumeIfUnused(vol.volume);
+      throw e;
     }
+    this.o.logger.info({ image: `${name}@${image.version}`, sha256: image.sha256, ms: Date.now() - started }, 'image imported');
+    await ensureDefaultPool(store, name, this.o.defaultPool);
+    this.o.replenisher.poke(true);
+    this.o.onImported?.(image);
+    return image;
   }
 
   list(): Promise<Image[]> {

@@ -9,7 +9,6 @@ import {
   parseSourceSpec,
   planFromSpec,
   renderPerHost,
-  staticPolicy,
   targetSpares,
   validateTemplateSpec,
   type BuildTrigger,
@@ -22,6 +21,7 @@ import {
   type VolumeDriver,
 } from '../domain/index.js';
 import type { Replenisher } from '../pool/index.js';
+import { ensureDefaultPool, insertNextVersion } from './image-versions.js';
 
 export interface TemplateServiceOptions {
   readonly store: Store;
@@ -233,7 +233,11 @@ export class TemplateService {
         log(`identical to ${name}@${latest.version}: no new version`);
         build = { ...build, state: 'unchanged' };
       } else {
-        image = await this.insertVersion(name, base, sealed);
+        image = await insertNextVersion(store, { name, sha256: sealed.sha256, sizeBytes: sealed.sizeBytes, volume: sealed.volume, kind: 'template', baseImageId: base.id }, (i) => ({
+          type: 'image.built',
+          subject: `${name}@${i.version}`,
+          data: { imageId: i.id, sha256: i.sha256, base: `${base.name}@${base.version}` },
+        }));
         log(`version ${name}@${image.version}`);
         build = { ...build, state: 'done' };
       }
@@ -264,39 +268,10 @@ export class TemplateService {
     }
   }
 
-  private async insertVersion(name: string, base: Image, sealed: { sha256: string; sizeBytes: number; volume: string }): Promise<Image> {
-    const { store } = this.o;
-    for (let attempt = 0; ; attempt++) {
-      const image: Image = {
-        id: newId('img'),
-        name,
-        version: await store.nextImageVersion(name),
-        sha256: sealed.sha256,
-        sizeBytes: sealed.sizeBytes,
-        volume: sealed.volume,
-        state: 'ready',
-        createdAt: new Date().toISOString(),
-        kind: 'template',
-        baseImageId: base.id,
-      };
-      try {
-        await store.insertImage(image, { type: 'image.built', subject: `${name}@${image.version}`, data: { imageId: image.id, sha256: image.sha256, base: `${base.name}@${base.version}` } });
-        return image;
-      } catch (e) {
-        if (e instanceof ConflictError && attempt < 5 && /exists already/.test(e.message)) continue;
-        throw e;
-      }
-    }
-  }
-
   /** A default pool on the first version; then the replenisher replaces old-version spares. */
   private async afterNewVersion(name: string, image: Image, build: TemplateBuild, since: number): Promise<void> {
-    const { store, replenisher } = this.o;
-    if (this.o.defaultPool && !(await store.getPool(name))) {
-      const { min, max } = this.o.defaultPool;
-      await store.upsertPool(name, staticPolicy(min, max), { type: 'pool.set', subject: name, data: { min, max, reason: 'default' } });
-    }
-    replenisher.poke(true);
+    await ensureDefaultPool(this.o.store, name, this.o.defaultPool);
+    this.o.replenisher.poke(true);
     this.watchRefill(name, image, build, since);
   }
 
