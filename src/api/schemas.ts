@@ -30,6 +30,28 @@ export const ImageSchema = Type.Object(
   { $id: 'Image' },
 );
 
+export const ShortageSchema = Type.Object(
+  {
+    kind: Type.Literal('space'),
+    neededBytes: Type.Integer({ description: 'bytes one copy needs' }),
+    freeBytes: Type.Integer({ description: 'free bytes not promised to copies in flight, at the last look' }),
+    marginBytes: Type.Integer({ description: 'bytes kept free besides' }),
+    since: Type.String(),
+  },
+  { description: 'why the pool cannot reach its target now' },
+);
+
+/** What /healthz and /v1/status list as needing attention. */
+export const ProblemSchema = Type.Object({
+  kind: Type.Literal('space'),
+  source: Type.String({ description: 'the pool, or a source asked for on demand' }),
+  message: Type.String(),
+  neededBytes: Type.Integer(),
+  freeBytes: Type.Integer(),
+  marginBytes: Type.Integer(),
+  since: Type.String(),
+});
+
 export const PoolSchema = Type.Object(
   {
     source: Type.String(),
@@ -52,6 +74,7 @@ export const PoolSchema = Type.Object(
     ready: Type.Integer(),
     making: Type.Integer(),
     mapped: Type.Integer(),
+    shortage: Type.Union([Type.Null(), ShortageSchema]),
     createdAt: Type.String(),
   },
   { $id: 'Pool' },

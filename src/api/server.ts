@@ -3,7 +3,7 @@ import swagger from '@fastify/swagger';
 import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Copy, Image, Store } from '../domain/index.js';
-import type { Replenisher } from '../pool/index.js';
+import { shortageText, type Replenisher } from '../pool/index.js';
 import type { HostService, ImageService, PoolService, ProvisioningService, TemplateService, TemplateView } from '../service/index.js';
 import { TemplateSpecBody, type TemplateBuild } from '../domain/index.js';
 import { installErrorHandling } from './errors.js';
@@ -14,6 +14,7 @@ import {
   HostSchema,
   ImageSchema,
   PoolSchema,
+  ProblemSchema,
   TemplateBuildSchema,
   TemplateSchema,
   ProvisionSchema,
@@ -77,10 +78,30 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
 
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
 
-  app.get('/healthz', { schema: { response: { 200: Type.Object({ ok: Type.Boolean(), replenisher: Type.String() }) } } }, () => ({
-    ok: true,
-    replenisher: replenisher.state,
-  }));
+  /** What needs an operator: pools short of space. */
+  const problems = () => replenisher.shortages().map((s) => ({ ...s, message: `${s.source}: ${shortageText(s)}` }));
+
+  // Always 200 while the process serves (a liveness probe reads the status code); `ok` is false
+  // and `status` 'degraded' while something needs attention, listed in `problems`.
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        response: {
+          200: Type.Object({
+            ok: Type.Boolean({ description: 'false while anything needs attention' }),
+            status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]),
+            replenisher: Type.String(),
+            problems: Type.Array(ProblemSchema),
+          }),
+        },
+      },
+    },
+    () => {
+      const list = problems();
+      return { ok: list.length === 0, status: list.length === 0 ? ('ok' as const) : ('degraded' as const), replenisher: replenisher.state, problems: list };
+    },
+  );
 
   // images ------------------------------------------------------------------------------
   app.post(
@@ -316,6 +337,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     return {
       ...deps.info,
       replenisher: replenisher.state,
+      problems: problems(),
       images: imgs.length,
       hosts: hostList.length,
       mapped: mappings.length,

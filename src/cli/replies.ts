@@ -45,6 +45,20 @@ export interface TemplateReply {
   readonly latestBuild: TemplateBuildReply | null;
 }
 
+/** A pool (or a source asked for on demand) that a copy does not fit: it needs this, the store has that. */
+export interface ShortageReply {
+  readonly kind: 'space';
+  readonly neededBytes: number;
+  readonly freeBytes: number;
+  readonly marginBytes: number;
+  readonly since: string;
+}
+
+export interface ProblemReply extends ShortageReply {
+  readonly source: string;
+  readonly message: string;
+}
+
 export interface PoolReply {
   readonly source: string;
   readonly policy: { readonly kind: string; readonly min: number; readonly max: number; readonly fillRate?: number };
@@ -64,6 +78,7 @@ export interface PoolReply {
     readonly lastSpareHitsPerHour: number | null;
     readonly reason: string;
   } | null;
+  readonly shortage: ShortageReply | null;
 }
 
 export interface MappingReply {
@@ -127,6 +142,8 @@ export interface StatusReply {
   readonly driver: string;
   readonly exporter: string;
   readonly replenisher: string;
+  /** What needs attention (pools short of space); empty when all is well. */
+  readonly problems: readonly ProblemReply[];
   readonly images: number;
   readonly hosts: number;
   readonly mapped: number;

@@ -25,6 +25,11 @@ export interface MadeCopy {
   readonly allocatedBytes: number;
 }
 
+export interface StoreSpace {
+  readonly freeBytes: number;
+  readonly totalBytes: number;
+}
+
 /** How volumes are stored and copied. Every volume it makes is complete, flushed and verified. */
 export interface VolumeDriver {
   readonly name: string;
@@ -38,6 +43,13 @@ export interface VolumeDriver {
   copyVolumeFor(copyId: string): string;
   /** Makes a verified copy of an image's volume at `copyVolumeFor(copyId)`. */
   makeCopy(image: Pick<Image, 'volume' | 'sha256' | 'sizeBytes'>, copyId: string, onProgress?: ProgressListener): Promise<MadeCopy>;
+  /**
+   * Bytes one new copy of the image takes on the store before it is ready: what the replenisher
+   * reserves before it starts one, so it never starts more copies than the free space holds.
+   */
+  copyBytes(image: Pick<Image, 'volume' | 'sizeBytes'>): Promise<number>;
+  /** Space left where copies are made: bytes an unprivileged writer may still use, and the filesystem's size. */
+  freeSpace(): Promise<StoreSpace>;
   /** Removes a copy's volume, complete or partial; absent is fine. */
   removeCopy(copyId: string): Promise<void>;
   /** Removes an image volume that no row refers to. */

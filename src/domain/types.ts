@@ -57,7 +57,19 @@ export interface PredictivePolicy {
   readonly max: number;
 }
 
-export type PoolPolicy = StaticPolicy | PredictivePolicy;
+/**
+ * Sized from the pool's demand by what spares and misses cost: the number of spares that
+ * maximizes (cold waits avoided per hour × missCostSpareHours − spares held), within min..max.
+ */
+export interface CostPolicy {
+  readonly kind: 'cost';
+  /** A cold wait costs as much as holding one spare for this many hours (e.g. 2). */
+  readonly missCostSpareHours: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+export type PoolPolicy = StaticPolicy | PredictivePolicy | CostPolicy;
 
 export interface Pool {
   /** The normalized source spec: `name` (follows the latest version) or `name@N` (pinned). */

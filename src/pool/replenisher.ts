@@ -1,7 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import {
+  NoSpaceError,
   errnoCode,
+  formatBytes,
   isPrestageError,
   newId,
   parseSourceSpec,
@@ -12,7 +14,8 @@ import {
   type VolumeDriver,
 } from '../domain/index.js';
 import { resolveSource } from './resolve-source.js';
-import { PlanCache, advance, newForecast, observe, parsePrewarmEvent, planPools, type Budget, type ForecastState, type Plan, type PlanPoolInput, type PoolPlan, type PrewarmEvent } from './policy/index.js';
+import { SpaceGate, type SpaceShortage, type SpaceVerdict } from './space.js';
+import { PlanCache, advance, newForecast, reviveForecast, observe, parsePrewarmEvent, planPools, type Budget, type ForecastState, type Plan, type PlanPoolInput, type PoolPlan, type PrewarmEvent } from './policy/index.js';
 
 /** Before any copy was measured, a copy is assumed to take this long. */
 const DEFAULT_LEAD_MS = 10_000;
@@ -33,6 +36,14 @@ export interface ReplenisherOptions {
   readonly budget?: Budget | null;
   /** Milliseconds since the epoch (tests move it). Default Date.now. */
   readonly now?: () => number;
+  /** Bytes kept free on the store besides what copies take. Default 1 % of the filesystem, at least 32 MiB or a tenth of it. */
+  readonly spaceMarginBytes?: number;
+}
+
+/** One pass's starts through the space gate: copies started and pools refused, by source. */
+interface Gated {
+  readonly started: Map<string, number>;
+  readonly refused: Set<string>;
 }
 
 export type ReplenisherState = 'INITIALIZED' | 'RUNNING' | 'DRAINING' | 'STOPPED';
@@ -64,6 +75,8 @@ export class Replenisher extends EventEmitter<Events> {
   /** On-demand copies asked for but not started yet, per image. */
   private readonly urgent = new Map<string, { count: number; pool: string | null }>();
   private readonly backoff = new Map<string, { until: number; delayMs: number }>();
+  /** Provisions waiting for a copy, per image. */
+  private readonly waiting = new Map<string, number>();
   private ticking = false;
   private again = false;
   private timer: NodeJS.Timeout | undefined;
@@ -82,6 +95,8 @@ export class Replenisher extends EventEmitter<Events> {
   private readonly planCache = new PlanCache();
   private lastPlan: Plan | undefined;
   private readonly now: () => number;
+  /** Bytes reserved by copies in flight, and the sources short of space. */
+  private readonly space: SpaceGate;
 
   constructor(private readonly opts: ReplenisherOptions) {
     super();
@@ -89,14 +104,24 @@ export class Replenisher extends EventEmitter<Events> {
     this.retryBaseMs = opts.retryBaseMs ?? 1000;
     this.tickIntervalMs = opts.tickIntervalMs ?? 20;
     this.now = opts.now ?? Date.now;
+    const { store, driver, logger, spaceMarginBytes } = opts;
+    this.space = new SpaceGate({ store, driver, logger, onRoom: () => this.poke(true), ...(spaceMarginBytes !== undefined && { marginBytes: spaceMarginBytes }) });
+  }
+
+  /** The pool (or source asked for on demand) is short of space: a copy it needs does not fit. */
+  shortageOf(source: string): SpaceShortage | null {
+    return this.space.shortageOf(source);
+  }
+
+  shortages(): readonly (SpaceShortage & { readonly source: string })[] {
+    return this.space.shortages();
   }
 
   /** Reads the demand history kept by the last run, so forecasts survive a restart. */
   async loadDemand(): Promise<void> {
     for (const [source, text] of await this.opts.store.loadPoolForecasts()) {
       try {
-        const state = JSON.parse(text) as ForecastState;
-        if (state.version !== 1) throw new Error(`version ${String(state.version)}`);
+        const state = reviveForecast(JSON.parse(text));
         this.forecasts.set(source, state);
         this.savedBins.set(source, state.bins);
       } catch (err) {
@@ -170,6 +195,12 @@ export class Replenisher extends EventEmitter<Events> {
     this.poke(true);
   }
 
+  /** Provisions of this image waiting for a copy now (the provisioning service keeps it current). */
+  setWaiting(imageId: string, count: number): void {
+    if (count > 0) this.waiting.set(imageId, count);
+    else this.waiting.delete(imageId);
+  }
+
   /** Copies of this image being made or asked for on demand. */
   inFlight(imageId: string): number {
     let n = this.urgent.get(imageId)?.count ?? 0;
@@ -193,6 +224,7 @@ export class Replenisher extends EventEmitter<Events> {
     this.stateValue = 'DRAINING';
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    this.space.stop();
     this.urgent.clear();
     if (this.inflight.size > 0) {
       let timeout: NodeJS.Timeout | undefined;
@@ -254,12 +286,28 @@ export class Replenisher extends EventEmitter<Events> {
     for (const [imageId, req] of this.urgent) {
       if (this.freeSlots() <= 0) return;
       const image = await this.opts.store.getImage(imageId);
+      let refused: SpaceVerdict | undefined;
       while (req.count > 0 && this.freeSlots() > 0) {
+        if (image) {
+          const v = await this.startCopy(image, req.pool, true);
+          // Room held by copies in flight comes back when they finish; no room at all fails the waiters now.
+          if (!v.ok) {
+            if (v.short) {
+              refused = v;
+              req.count = 0;
+            }
+            break;
+          }
+        }
         req.count--;
-        if (image) this.launch(image, req.pool, true);
       }
       if (req.count <= 0 || !image) this.urgent.delete(imageId);
       if (!image) this.emit('copy-failed', imageId, new Error(`image ${imageId} is gone`));
+      if (image && refused && !refused.ok) {
+        const ref = `${image.name}@${image.version}`;
+        const message = `no room for a copy of ${ref}: it needs ${formatBytes(refused.neededBytes)}, ${formatBytes(refused.freeBytes)} are free`;
+        this.emit('copy-failed', imageId, new NoSpaceError(message, { image: ref, neededBytes: refused.neededBytes, freeBytes: refused.freeBytes }));
+      }
     }
   }
 
@@ -274,7 +322,6 @@ export class Replenisher extends EventEmitter<Events> {
       await this.discardStale(pool.source, image?.id);
       if (!image || image.state !== 'ready') continue;
       const counts = await store.countCopies(image.id, pool.source);
-      if (counts.ready > pool.policy.max) await this.trim(pool.source, counts.ready - pool.policy.max);
       for (const raw of pool.prewarm) {
         try {
           schedule.push(parsePrewarmEvent(`${pool.source}:${raw}`));
@@ -285,37 +332,77 @@ export class Replenisher extends EventEmitter<Events> {
       const forecast = this.forecast(pool.source);
       advance(forecast, nowS);
       const queued = this.urgent.get(image.id)?.count ?? 0;
-      let onDemand = 0;
-      for (const c of this.inflight.values()) if (c.imageId === image.id && c.onDemand) onDemand++;
       images.set(pool.source, image);
       inputs.push({
         source: pool.source,
         policy: pool.policy,
-        ready: Math.min(counts.ready, pool.policy.max),
+        ready: counts.ready,
         inFlight: counts.making + queued,
         // Copies on their way to a waiting provision are not spares.
-        waiting: onDemand + queued,
+        waiting: this.waiting.get(image.id) ?? 0,
         sizeBytes: image.sizeBytes,
         forecast,
         leadTimeS: this.leadTimeS(image),
       });
     }
-    const plan = planPools(nowS, inputs, {
+    const options = {
       budget: this.opts.budget ?? null,
       schedule,
-      freeSlots: Math.max(0, this.freeSlots()),
       concurrency: this.concurrency,
       cache: this.planCache,
       explain: true,
-    });
-    this.lastPlan = plan;
-    for (const start of plan.starts) {
-      const b = this.backoff.get(start.source);
-      const image = images.get(start.source);
-      if (!image || (b && b.until > this.now())) continue;
-      for (let i = 0; i < start.copies && this.freeSlots() > 0; i++) this.launch(image, start.source);
+      previous: this.lastPlan ?? null,
+    };
+    const backedOff = new Set(inputs.filter((i) => (this.backoff.get(i.source)?.until ?? 0) > this.now()).map((i) => i.source));
+    let plan = planPools(nowS, inputs, { ...options, freeSlots: Math.max(0, this.freeSlots()), blocked: backedOff });
+    for (const t of plan.trims) await this.trim(t.source, t.copies);
+    const gated: Gated = { started: new Map(), refused: new Set() };
+    await this.startPlanned(plan, images, gated);
+    /** Copies started since `plan` was made (what its `lacking` does not know of yet). */
+    let sincePlan = gated.started;
+    if (gated.refused.size > 0 && this.freeSlots() > 0) {
+      // Slots a pool short of space could not use go to the others, in the planner's order and
+      // within its bounds: the same plan again, counting what just started, without the short pools.
+      const moved = inputs.map((i) => ({ ...i, inFlight: i.inFlight + (gated.started.get(i.source) ?? 0), ready: i.ready - (plan.pools.find((p) => p.source === i.source)?.trim ?? 0) }));
+      plan = planPools(nowS, moved, { ...options, freeSlots: Math.max(0, this.freeSlots()), blocked: new Set([...backedOff, ...gated.refused]) });
+      const again: Gated = { started: new Map(), refused: gated.refused };
+      await this.startPlanned(plan, images, again);
+      sincePlan = again.started;
     }
+    this.lastPlan = plan;
+    // The shortages that are over end: a pool that lacks nothing (or whose lack now fits) is not short.
+    const lacking = new Map(plan.pools.map((p) => [p.source, p.lacking - (sincePlan.get(p.source) ?? 0)]));
+    await this.space.settle((source) => lacking.get(source));
     await this.saveDemand();
+  }
+
+  private async startPlanned(plan: Plan, images: ReadonlyMap<string, Image>, gated: Gated): Promise<void> {
+    for (const start of plan.starts) {
+      const image = images.get(start.source);
+      if (!image) continue;
+      for (let i = 0; i < start.copies && this.freeSlots() > 0; i++) if (!(await this.startSpare(image, start.source, gated))) break;
+    }
+  }
+
+  /** Starts one spare of a pool if the store has room for it; counts what was started and refused. */
+  private async startSpare(image: Image, source: string, gated: Gated): Promise<boolean> {
+    const v = await this.startCopy(image, source, false);
+    if (!v.ok) gated.refused.add(source);
+    else gated.started.set(source, (gated.started.get(source) ?? 0) + 1);
+    return v.ok;
+  }
+
+  /** Starts a copy if the store has room for it: its bytes are reserved first, released when it ends. */
+  private async startCopy(image: Image, pool: string | null, onDemand: boolean): Promise<SpaceVerdict> {
+    const id = newId('c');
+    const v = await this.space.reserve(id, image, pool ?? `${image.name}@${image.version}`, onDemand);
+    if (!v.ok) return v;
+    if (this.stateValue !== 'RUNNING') {
+      this.space.release(id);
+      return { ok: false, short: false, neededBytes: 0, freeBytes: 0 };
+    }
+    this.launch(image, pool, onDemand, id);
+    return v;
   }
 
   /** Ready spares of a pool that no longer match its source (a newer version arrived) are removed. */
@@ -324,10 +411,11 @@ export class Replenisher extends EventEmitter<Events> {
     for (const c of stale) await this.discard(c.id, source, 'stale');
   }
 
-  /** A pool whose max was lowered gives back its newest spares above it. */
+  /** Spares above a lowered target go, oldest first (a claim may take one first: then fewer go). */
   private async trim(source: string, excess: number): Promise<void> {
     const spares = await this.opts.store.listCopies({ state: 'ready', pool: source });
-    for (const c of spares.slice(-excess)) await this.discard(c.id, source, 'above max');
+    spares.sort((a, b) => (a.readyAt ?? a.createdAt).localeCompare(b.readyAt ?? b.createdAt));
+    for (const c of spares.slice(0, excess)) await this.discard(c.id, source, 'above target');
   }
 
   private async discard(copyId: string, pool: string, reason: string): Promise<void> {
@@ -339,13 +427,14 @@ export class Replenisher extends EventEmitter<Events> {
     logger.info({ copyId, pool, reason }, 'discarded a spare');
   }
 
-  private launch(image: Image, pool: string | null, onDemand = false): void {
-    const id = newId('c');
+  /** Starts a copy whose bytes `startCopy` reserved under `id`. */
+  private launch(image: Image, pool: string | null, onDemand: boolean, id: string): void {
     const entry: InFlightCopy = { copyId: id, imageId: image.id, pool, startedAt: Date.now(), onDemand, progress: { doneBytes: 0, totalBytes: image.sizeBytes } };
     this.inflight.set(id, entry);
     void this.makeCopy(image, pool, entry).then((result) => {
       // Out of flight before anyone hears of it: listeners count what is still in flight.
       this.inflight.delete(id);
+      this.space.release(id);
       if (result.ok) this.emit('copy-ready', result.copy);
       else this.emit('copy-failed', image.id, result.error);
       this.poke(true);
@@ -391,7 +480,11 @@ export class Replenisher extends EventEmitter<Events> {
       await store
         .moveCopy(entry.copyId, 'making', 'failed', { error: message }, { type: 'copy.failed', subject: entry.copyId, data: { imageId: image.id, pool, error: message } })
         .catch((err: unknown) => log.error({ err }, 'could not record a failed copy'));
-      if (pool !== null) {
+      this.space.release(entry.copyId);
+      if (isNoSpace(e)) {
+        // Not a back-off: the pool is short of space and tries again as soon as space is freed.
+        await this.space.ranOut(image, pool ?? `${image.name}@${image.version}`, entry.onDemand).catch((err: unknown) => log.error({ err }, 'free space unreadable'));
+      } else if (pool !== null) {
         const prev = this.backoff.get(pool);
         const delayMs = Math.min(60_000, prev ? prev.delayMs * 2 : this.retryBaseMs);
         this.backoff.set(pool, { until: Date.now() + delayMs, delayMs });
@@ -400,4 +493,9 @@ export class Replenisher extends EventEmitter<Events> {
       return { ok: false, error: e };
     }
   }
+}
+
+function isNoSpace(e: unknown): boolean {
+  const code = errnoCode(e);
+  return code === 'PRESTAGE_NO_SPACE' || code === 'ENOSPC' || code === 'EDQUOT';
 }

@@ -10,7 +10,7 @@ import {
   type PoolPolicy,
   type Store,
 } from '../domain/index.js';
-import { parsePrewarmEvent, resolveSource, type Replenisher } from '../pool/index.js';
+import { parsePrewarmEvent, resolveSource, shortageText, type Replenisher, type SpaceShortage } from '../pool/index.js';
 
 /** Why the pool holds what it holds: the replenisher's last plan of it. */
 export interface PoolPlanView {
@@ -36,6 +36,8 @@ export interface PoolView extends Pool {
   readonly making: number;
   readonly mapped: number;
   readonly plan: PoolPlanView | null;
+  /** Why the pool cannot reach its target now; null when nothing stops it. */
+  readonly shortage: SpaceShortage | null;
 }
 
 export interface PoolInput {
@@ -99,6 +101,7 @@ export class PoolService {
     const image = await resolveSource(this.store, parseSourceSpec(pool.source));
     const counts = image ? await this.store.countCopies(image.id, pool.source) : { ready: 0, making: 0, mapped: 0 };
     const plan = this.replenisher.planFor(pool.source);
+    const shortage = this.replenisher.shortageOf(pool.source);
     return {
       ...pool,
       image: image ? `${image.name}@${image.version}` : null,
@@ -112,9 +115,10 @@ export class PoolService {
             wanted: plan.wanted,
             expectedFill: plan.fill,
             lastSpareHitsPerHour: plan.lastSpareHitsPerHour,
-            reason: plan.reason,
+            reason: shortage ? `${shortageText(shortage)}; ${plan.reason}` : plan.reason,
           }
         : null,
+      shortage,
     };
   }
 }

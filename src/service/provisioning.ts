@@ -152,6 +152,7 @@ export class ProvisioningService {
       const timer = setTimeout(() => {
         const i = queue.indexOf(w);
         if (i >= 0) queue.splice(i, 1);
+        this.o.replenisher.setWaiting(image.id, queue.length);
         reject(new UnavailableError(`no copy of ${source} came ready within ${Math.round(timeoutMs / 1000)} s`, { hostId, source }));
       }, timeoutMs);
       const w: Waiter = {
@@ -176,6 +177,7 @@ export class ProvisioningService {
   /** Every waiter needs one copy in flight; ask for the ones missing. */
   private ensureSupply(imageId: string, source: string): void {
     const waiting = this.waiters.get(imageId)?.length ?? 0;
+    this.o.replenisher.setWaiting(imageId, waiting);
     const missing = waiting - this.o.replenisher.inFlight(imageId);
     for (let i = 0; i < missing; i++) this.o.replenisher.requestCopy(imageId, source);
   }
@@ -199,6 +201,7 @@ export class ProvisioningService {
     } catch (e) {
       w.reject(e);
     }
+    this.o.replenisher.setWaiting(copy.imageId, queue.length);
     if (queue.length === 0) this.waiters.delete(copy.imageId);
     this.o.replenisher.poke();
   }
@@ -211,6 +214,7 @@ export class ProvisioningService {
       const w = queue.shift()!;
       w.reject(isPrestageError(error) ? error : new UnavailableError(`the copy for host '${w.hostId}' failed: ${error instanceof Error ? error.message : String(error)}`, { hostId: w.hostId }, { cause: error }));
     }
+    this.o.replenisher.setWaiting(imageId, queue.length);
     if (queue.length === 0) this.waiters.delete(imageId);
   }
 

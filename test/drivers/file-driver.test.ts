@@ -160,6 +160,11 @@ describe('FileDriver on ext4', () => {
     assert.equal(im.sha256, sha);
     assert.ok(allocated(im.volume) < 16 * MiB, `image allocates ${allocated(im.volume)} bytes`);
 
+    // A byte copy keeps the holes: what one needs up front is what the image has allocated.
+    assert.equal(await drv.copyBytes(im), allocated(im.volume));
+    const space = await drv.freeSpace();
+    assert.ok(space.freeBytes > 0 && space.freeBytes < space.totalBytes, JSON.stringify(space));
+
     const progress: Progress[] = [];
     const copy = await drv.makeCopy(im, 'sparse-1', (p) => progress.push(p));
     const path = drv.copyVolumeFor('sparse-1');
@@ -290,6 +295,9 @@ describe('FileDriver on XFS with reflink', () => {
 
   it('clones 1 GiB: method reflink, extents shared, sampled verification', async () => {
     const im = await drv!.importImage(randomGiB);
+    // A clone shares the image's blocks: it needs next to nothing before it is ready.
+    assert.ok((await drv!.copyBytes(im)) <= MiB, 'a clone is counted as metadata only');
+    assert.deepEqual(fs.readdirSync(join(mnt, 'data', 'copies')), [], 'the reflink probe left nothing');
     const copy = await drv!.makeCopy(im, 'clone-1');
     const path = drv!.copyVolumeFor('clone-1');
     assert.equal(copy.method, 'reflink');

@@ -11,13 +11,16 @@ export interface TestApp {
   close(opts?: { keepData?: boolean }): Promise<void>;
 }
 
-/** A real app on a real data directory (real SQLite file, real files), without a listening socket. */
-export async function startTestApp(raw: RawConfig = {}): Promise<TestApp> {
+/**
+ * A real app on a real data directory (real SQLite file, real files), without a listening socket
+ * unless `listen` (then on `raw.listen`, e.g. 127.0.0.1:0, for the CLI: see `app.address`).
+ */
+export async function startTestApp(raw: RawConfig = {}, opts: { listen?: boolean } = {}): Promise<TestApp> {
   const dataDir = raw.dataDir ?? (await makeTempDir());
   // The service tests read copies through their local path; the NBD tests ask for nbd.
   const config = compileConfig({ poolAutoCreate: false, logLevel: 'silent', drainTimeout: '30s', exporter: 'path', nbdListen: '127.0.0.1:0', ...raw, dataDir });
   const app = new PrestageApp(config, pino({ level: process.env.PRESTAGE_TEST_LOG ?? 'silent' }));
-  await app.start({ listen: false });
+  await app.start({ listen: opts.listen === true });
   return {
     app,
     dataDir,

@@ -31,7 +31,8 @@ function run(trace: Trace, policy: PlanPolicy, over: Partial<SimulationOptions> 
 /** Every request is served once, from a spare or a copy; copies only come from the pools' work. */
 function assertAccounts(r: SimulationResult): void {
   for (const p of r.pools) {
-    assert.equal(p.initialSpares + p.copies, p.finalSpares + p.requests, `${p.source}: spares in = spares out`);
+    assert.equal(p.initialSpares + p.copies, p.finalSpares + p.requests + p.discards, `${p.source}: spares in = spares out`);
+    assert.equal(p.boundViolations, 0, `${p.source}: ready + in flight within max(target, waiting)`);
     assert.ok(p.warm <= p.requests);
     assert.ok(p.waitP50S <= p.waitP99S);
   }
@@ -40,6 +41,7 @@ function assertAccounts(r: SimulationResult): void {
     r.pools.reduce((s, p) => s + p.requests, 0),
   );
   assert.ok(r.hitRate >= 0 && r.hitRate <= 1);
+  assert.equal(r.budgetViolations, 0);
 }
 
 describe('simulator mechanics', () => {
@@ -84,7 +86,7 @@ describe('simulator mechanics', () => {
     assert.equal(r.peakSpares, 10);
   });
 
-  it('matches the fill-rate formula for a static pool under steady compound Poisson demand', () => {
+  it('matches the fill-rate formula for a static pool under steady compound Poisson demand where requests seldom wait', () => {
     // 0.05 batches/s of 1, 3 or 10 requests; over a 120 s lead time, 6 batches on average.
     const sizes = [
       [1, 6],
@@ -98,7 +100,11 @@ describe('simulator mechanics', () => {
       const f = fillRate(model, s);
       // Three standard errors, counting one independent sample per lead time of the trace.
       const tolerance = 3 * Math.sqrt((f * (1 - f)) / ((10 * 86_400) / 120));
-      assert.ok(Math.abs(r.hitRate - f) < tolerance, `S=${s}: simulated ${r.hitRate}, formula ${f} ± ${tolerance}`);
+      // The formula holds the inventory position (ready + in flight − waiting) at S; the simulator
+      // keeps ready + in flight within max(S, waiting), which is the same while requests seldom
+      // wait (S = 45: fill 99 %) and serves fewer warm the more often they do.
+      if (s === 45) assert.ok(Math.abs(r.hitRate - f) < tolerance, `S=${s}: simulated ${r.hitRate}, formula ${f} ± ${tolerance}`);
+      else assert.ok(r.hitRate < f + tolerance, `S=${s}: simulated ${r.hitRate} above the formula's ${f}`);
       assertAccounts(r);
     }
   });

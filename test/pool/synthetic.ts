@@ -1,5 +1,6 @@
 /** Seeded synthetic demand for the pool tests: diurnal batch arrivals with bursts, and steady forecasts. */
 import { advance, newForecast, observe, type ForecastState } from '../../src/pool/policy/index.js';
+import { trainForecasts } from '../../src/pool/simulator/index.js';
 import { mulberry32, type Trace } from '../../src/pool/simulator/index.js';
 
 export interface SyntheticOptions {
@@ -79,4 +80,10 @@ export function steadyForecast(everyS: number, days: number, size = 1): Forecast
   for (let t = MONDAY; t < end; t += everyS) observe(f, t, size);
   advance(f, end);
   return f;
+}
+
+/** A forecaster fed Poisson arrivals of one request, one per `everyS` seconds on average, for `days` from Monday 00:00 UTC. */
+export function poissonForecast(everyS: number, days: number, seed = 7): ForecastState {
+  const trace = syntheticTrace({ seed, days, batchesPerS: 1 / everyS });
+  return trainForecasts(trace, trace.sources).get(trace.sources[0]!)!;
 }

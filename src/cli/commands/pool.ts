@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError, type CommandUnknownOpts } from '@command
 import { count } from '../args.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
-import { dash, json, table } from '../format.js';
+import { bytes, dash, json, table } from '../format.js';
 import type { PoolReply } from '../replies.js';
 
 const percent = (x: number) => `${(Math.floor(x * 10_000) / 100).toString()} %`;
@@ -32,9 +32,9 @@ export function poolTable(pools: readonly PoolReply[]): string {
   ]);
 }
 
-/** The plan's reason, with what the budget weighed when it cut the pool. */
+/** The plan's reason (a shortage of space first), with what the budget weighed when it cut the pool. */
 function explain(p: PoolReply): string {
-  if (!p.plan) return '-';
+  if (!p.plan) return p.shortage ? `short of space: a copy needs ${bytes(p.shortage.neededBytes)}, ${bytes(p.shortage.freeBytes)} free` : '-';
   const parts = [p.plan.reason];
   if (p.plan.lastSpareHitsPerHour !== null && p.plan.wanted > p.target) parts.push(`last spare ${p.plan.lastSpareHitsPerHour.toFixed(2)} warm/h`);
   if (p.prewarm.length > 0) parts.push(`pre-warm ${p.prewarm.join(', ')}`);

@@ -18,6 +18,7 @@ export function statusCommand(ctx: CliContext): CommandUnknownOpts {
           ['driver', s.driver],
           ['exporter', s.exporter],
           ['replenisher', s.replenisher],
+          ['health', s.problems.length === 0 ? 'ok' : `degraded: ${s.problems.map((p) => p.message).join('; ')}`],
           ['images', String(s.images)],
           ['hosts', `${s.hosts} (${s.mapped} mapped, ${s.waitingProvisions} waiting for a copy)`],
         ]),

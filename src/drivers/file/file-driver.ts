@@ -10,7 +10,7 @@
  * in-kernel copies elsewhere. The heavy work runs in worker threads (copy-worker.ts).
  */
 import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -28,6 +28,7 @@ import {
   type ImportedVolume,
   type MadeCopy,
   type ProgressListener,
+  type StoreSpace,
   type VolumeDriver,
 } from '../../domain/index.js';
 import { CopyWorkers } from './copy-workers.js';
@@ -55,6 +56,12 @@ const IMAGE_NAME = /^[0-9a-f]{64}\.raw$/;
 /** Copy ids become file names: no separators, no dot files, nothing a shell would trip on. */
 const COPY_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);
+/**
+ * What a reflink copy takes before it is ready. A clone shares every block with its image, so up
+ * front it costs only extent and refcount records; its own blocks come as its host writes, after
+ * it has left the pool, and no reservation made at spare time could bound that anyway.
+ */
+const CLONE_BYTES = 1 << 20;
 
 interface Run {
   readonly code: number;
@@ -100,6 +107,10 @@ export class FileDriver implements VolumeDriver {
   private readonly tmpDir: string;
   /** Temp files our jobs are writing, removed on close() if a job is cut short. */
   private readonly inFlight = new Set<string>();
+  /** Whether a copy here is a clone: probed on first need, then what the last copy was. */
+  private clones: Promise<boolean> | undefined;
+  /** Blocks allocated per image volume (sealed files: read once). */
+  private readonly allocated = new Map<string, number>();
 
   private constructor(
     readonly dataDir: string,
@@ -177,6 +188,8 @@ export class FileDriver implements VolumeDriver {
         // The worker counts the copy pass and the check pass; callers see one bar of the image's size.
         onProgress && ((p) => onProgress({ doneBytes: p.totalBytes > 0 ? Math.round((p.doneBytes / p.totalBytes) * image.sizeBytes) : 0, totalBytes: image.sizeBytes })),
       );
+      // A clone refused (another filesystem, reflink off) means byte copies from now on, and back.
+      if (this.reflink === 'auto') this.clones = Promise.resolve(r.method === 'reflink');
       this.logger?.info({ copyId, ...r }, 'copy made');
       return { method: r.method, durationMs: r.durationMs, allocatedBytes: r.allocatedBytes, verified: r.verified };
     } catch (e) {
@@ -185,6 +198,55 @@ export class FileDriver implements VolumeDriver {
       if (code === 'EEXIST') throw new ConflictError(`copy ${copyId} already exists (complete or partial); remove it first`, { copyId }, { cause: e });
       throw this.failure(e, `copy ${copyId}`, { copyId, volume: image.volume });
     }
+  }
+
+  async copyBytes(image: Pick<Image, 'volume' | 'sizeBytes'>): Promise<number> {
+    if (await this.clonesHere()) return CLONE_BYTES;
+    let n = this.allocated.get(image.volume);
+    if (n === undefined) {
+      try {
+        // A byte copy keeps the image's holes: it takes what the image has allocated.
+        n = (await fs.stat(image.volume)).blocks * 512;
+        this.allocated.set(image.volume, n);
+      } catch {
+        // The copy itself will say what is wrong with the volume; until then assume it is full.
+        return image.sizeBytes;
+      }
+    }
+    return n;
+  }
+
+  async freeSpace(): Promise<StoreSpace> {
+    // bavail, not bfree: blocks reserved for root are no room for copies, whoever runs the service.
+    const s = await fs.statfs(this.copiesDir);
+    return { freeBytes: s.bavail * s.bsize, totalBytes: s.blocks * s.bsize };
+  }
+
+  /**
+   * Clones one small file from tmp/ (the filesystem of images/, which imports link into) to copies/
+   * the way a copy is made. Run once, lazily, so opening a driver starts no worker. Named like a
+   * copy, so a crash in the middle leaves files reconcile removes.
+   */
+  private clonesHere(): Promise<boolean> {
+    if (this.reflink === 'never') return Promise.resolve(false);
+    this.clones ??= (async () => {
+      const name = `probe-${randomUUID()}`;
+      const source = join(this.tmpDir, name);
+      const target = this.copyVolumeFor(name);
+      const data = randomBytes(64 << 10);
+      try {
+        await fs.writeFile(source, data, { flag: 'wx' });
+        const expectSha256 = createHash('sha256').update(data).digest('hex');
+        const r = await this.runJob(`${target}.partial`, { kind: 'copy', source, tmp: `${target}.partial`, target, expectSha256, sizeBytes: data.length, reflink: 'auto', verify: 'auto' });
+        return r.method === 'reflink';
+      } catch (err) {
+        this.logger?.warn({ err }, 'reflink probe failed; counting copies as byte copies');
+        return false;
+      } finally {
+        await Promise.all([source, target].map((p) => fs.rm(p, { force: true })));
+      }
+    })();
+    return this.clones;
   }
 
   async removeCopy(copyId: string): Promise<void> {

@@ -16,7 +16,15 @@
  *  - a dispersion index: the exponentially weighted ratio of squared forecast errors of the
  *    batch count per bin to the forecast count. 1 means Poisson; bursts of batches push it up,
  *    and the demand model then counts batches as negative binomial instead of Poisson,
- *  - the batch sizes seen, exponentially weighted so old behaviour fades.
+ *  - the batch sizes seen, exponentially weighted so old behaviour fades,
+ *  - peaks: the most requests seen in a window, for a ladder of window lengths, fading slowly.
+ *    They bound what the history can justify: a pool never needs more spares than the most
+ *    requests that ever came within about one lead time (see `historyPeak`).
+ *
+ * Thin data is shrunk toward a prior everywhere a ratio is learned, so that one request after a
+ * long silence cannot blow a number up: a seasonal factor moves toward batches / expected by a
+ * step weighted by expected / (expected + 1), and the dispersion index from squared errors against forecasts with ten
+ * batches' worth of Poisson behaviour added to both.
  *
  * The state is one plain JSON-serializable object, changed in place by `observe` (one batch)
  * and `advance` (closes the bins that ended); `forecastDemand` only reads it.
@@ -58,7 +66,7 @@ export const DEFAULT_FORECAST_OPTIONS: ForecastOptions = Object.freeze({
 
 /** Everything the forecaster knows about one pool; plain data, safe to JSON.stringify and store. */
 export interface ForecastState {
-  readonly version: 1;
+  readonly version: 2;
   readonly options: ForecastOptions;
   /** Start of the bin being filled (seconds since the epoch, a multiple of binS); null before the first arrival. */
   binStart: number | null;
@@ -90,7 +98,23 @@ export interface ForecastState {
   /** The last arrival and the size of the batch it is part of (for coalescing). */
   lastAt: number | null;
   lastSize: number;
+  /** Per window of PEAK_WINDOWS_S: [start of the current aligned window, requests in it, in the one before, faded peak, time of the peak]. */
+  peaks: [number, number, number, number, number][];
 }
+
+/**
+ * Window lengths (seconds) the peaks are kept for. A pool with lead time L reads the shortest
+ * window ≥ L; its peak counts requests in two consecutive aligned windows, so it covers every
+ * window of length L (and overstates by at most one window's worth: a cap on the safe side).
+ */
+export const PEAK_WINDOWS_S: readonly number[] = Object.freeze([1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600, 86_400, 7 * 86_400]);
+/** A peak fades with this time constant: a burst of last month justifies less than last week's. */
+export const PEAK_TAU_S = 14 * 86_400;
+/** Pseudo-counts of the thin-data priors (see the header). */
+const FACTOR_PRIOR_BATCHES = 1;
+const DISPERSION_PRIOR_BATCHES = 10;
+/** The seasonal factors average 1 over a day's slots, so none can honestly exceed the slot count. */
+const maxFactor = (o: ForecastOptions) => o.slotsPerDay;
 
 export function newForecast(options: Partial<ForecastOptions> = {}): ForecastState {
   const o: ForecastOptions = { ...DEFAULT_FORECAST_OPTIONS, ...options };
@@ -99,7 +123,7 @@ export function newForecast(options: Partial<ForecastOptions> = {}): ForecastSta
   }
   const n = 2 * o.slotsPerDay;
   return {
-    version: 1,
+    version: 2,
     options: o,
     binStart: null,
     binBatches: 0,
@@ -119,7 +143,60 @@ export function newForecast(options: Partial<ForecastOptions> = {}): ForecastSta
     published: SINGLE_REQUESTS,
     lastAt: null,
     lastSize: 0,
+    peaks: PEAK_WINDOWS_S.map(() => [0, 0, 0, 0, 0]),
   };
+}
+
+/**
+ * A forecaster's state read back from storage: checked field by field (a damaged or foreign
+ * record is refused with the reason, never half-used); version 1 records gain empty peaks.
+ */
+export function reviveForecast(raw: unknown): ForecastState {
+  if (typeof raw !== 'object' || raw === null) throw new TypeError('not an object');
+  const r = raw as Record<string, unknown>;
+  if (r.version !== 1 && r.version !== 2) throw new TypeError(`unknown version ${String(r.version)}`);
+  const fresh = newForecast(typeof r.options === 'object' && r.options !== null ? (r.options) : {});
+  const num = (k: string) => {
+    const v = r[k];
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`${k} is not a finite number`);
+    return v;
+  };
+  const nums = (k: string, n: number) => {
+    const v = r[k];
+    if (!Array.isArray(v) || v.length !== n || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new TypeError(`${k} is not ${n} finite numbers`);
+    return v as number[];
+  };
+  const sizes = r.sizes;
+  if (typeof sizes !== 'object' || sizes === null || !Object.entries(sizes).every(([k, w]) => Number(k) >= 1 && typeof w === 'number' && w >= 0)) throw new TypeError('sizes are not size → weight');
+  const peaks =
+    r.version === 2 && Array.isArray(r.peaks) && r.peaks.length === PEAK_WINDOWS_S.length && r.peaks.every((p) => Array.isArray(p) && p.length === 5 && p.every((x) => typeof x === 'number' && Number.isFinite(x)))
+      ? (r.peaks as [number, number, number, number, number][])
+      : fresh.peaks;
+  const binStart = r.binStart === null ? null : num('binStart');
+  const lastAt = r.lastAt === null ? null : num('lastAt');
+  const state: ForecastState = {
+    ...fresh,
+    binStart,
+    binBatches: num('binBatches'),
+    binRequests: num('binRequests'),
+    levelRaw: num('levelRaw'),
+    levelWeight: num('levelWeight'),
+    baseRaw: num('baseRaw'),
+    baseWeight: num('baseWeight'),
+    factors: nums('factors', fresh.factors.length).map((f) => Math.min(maxFactor(fresh.options), Math.max(0, f))),
+    factorCounts: nums('factorCounts', fresh.factorCounts.length),
+    errSq: num('errSq'),
+    predicted: num('predicted'),
+    sizes: { ...(sizes as Record<string, number>) },
+    bins: num('bins'),
+    batchesSeen: num('batchesSeen'),
+    requestsSeen: num('requestsSeen'),
+    lastAt,
+    lastSize: num('lastSize'),
+    peaks,
+  };
+  state.published = batchSizes(Object.entries(state.sizes).map(([k, w]) => [Number(k), w] as const));
+  return state;
 }
 
 const DAY_S = 86_400;
@@ -148,7 +225,7 @@ function factor(state: ForecastState, i: number): number {
   const n = state.factorCounts[i]!;
   if (n === 0) return prior;
   const n0 = o.seasonPriorDays * (DAY_S / o.slotsPerDay / o.binS);
-  const own = Math.max(MIN_FACTOR, state.factors[i]!);
+  const own = Math.min(maxFactor(o), Math.max(MIN_FACTOR, state.factors[i]!));
   return Math.exp((n * Math.log(own) + n0 * Math.log(Math.max(MIN_FACTOR, prior))) / (n + n0));
 }
 
@@ -178,7 +255,12 @@ function closeBin(state: ForecastState): void {
   if (base > 0) {
     const n = state.factorCounts[i]! + 1;
     const gamma = Math.max(1 - Math.exp(-1 / (o.seasonTauDays * (DAY_S / o.slotsPerDay / o.binS))), 1 / n);
-    state.factors[i] = state.factors[i]! + gamma * (y / (base * o.binS) - state.factors[i]!);
+    // The step toward y / expected, weighted by expected / (expected + 1): unbiased where a bin
+    // expects many batches, while a bin of a source that averages 0.001 batches per bin moves
+    // the factor by at most one step of (y − f·expected), not by y / 0.001.
+    const expectedBin = base * o.binS;
+    const step = (gamma * (y - state.factors[i]! * expectedBin)) / (expectedBin + FACTOR_PRIOR_BATCHES);
+    state.factors[i] = Math.min(maxFactor(o), Math.max(0, state.factors[i]! + step));
     state.factorCounts[i] = n;
   }
   // Level and baseline, on the deseasonalized rate.
@@ -249,6 +331,7 @@ export function observe(state: ForecastState, t: number, count = 1): void {
     state.lastSize = n;
   }
   state.lastAt = t;
+  notePeaks(state, t, n);
   const key = String(state.lastSize);
   state.sizes[key] = (state.sizes[key] ?? 0) + 1;
 }
@@ -283,8 +366,44 @@ export function forecastDemand(state: ForecastState, now: number, horizonS: numb
     t = end;
   }
   const batchesPerS = (lvl * weighted) / h;
-  const perBin = state.predicted > 0 ? state.errSq / state.predicted : 1;
+  // Ten batches of Poisson behaviour as a prior: one surprise after a silence is not a pattern of bursts.
+  const perBin = (state.errSq + DISPERSION_PRIOR_BATCHES) / (state.predicted + DISPERSION_PRIOR_BATCHES);
   const dispersion = Math.max(1, 1 + (perBin - 1) * (h / o.binS));
   const sizes = state.published;
   return { batchesPerS, requestsPerS: batchesPerS * meanBatchSize(sizes), model: { batches: batchesPerS * h, dispersion, sizes } };
+}
+
+/** Counts `n` requests at `t` into every window of the ladder, and raises the faded peaks. */
+function notePeaks(state: ForecastState, t: number, n: number): void {
+  for (let w = 0; w < PEAK_WINDOWS_S.length; w++) {
+    const len = PEAK_WINDOWS_S[w]!;
+    const p = state.peaks[w]!;
+    const start = Math.floor(t / len) * len;
+    if (start !== p[0]) {
+      // The window moved on: the one just closed becomes the previous one if it is adjacent.
+      p[2] = start - p[0] === len ? p[1] : 0;
+      p[1] = 0;
+      p[0] = start;
+    }
+    p[1] += n;
+    const faded = p[3] * Math.exp(-Math.max(0, t - p[4]) / PEAK_TAU_S);
+    const now = p[1] + p[2];
+    if (now >= faded) {
+      p[3] = now;
+      p[4] = t;
+    }
+  }
+}
+
+/**
+ * The most requests seen within about one window of `windowS` seconds (two consecutive aligned
+ * windows of the shortest ladder length ≥ windowS), faded with PEAK_TAU_S since it was seen;
+ * 0 before any request. What the history can justify holding against one lead time of demand.
+ */
+export function historyPeak(state: ForecastState, now: number, windowS: number): number {
+  let w = PEAK_WINDOWS_S.findIndex((len) => len >= windowS);
+  if (w < 0) w = PEAK_WINDOWS_S.length - 1;
+  const p = state.peaks[w];
+  if (!p || p[3] <= 0) return 0;
+  return p[3] * Math.exp(-Math.max(0, now - p[4]) / PEAK_TAU_S);
 }

@@ -19,8 +19,12 @@ export {
 } from './demand.js';
 export {
   DEFAULT_FORECAST_OPTIONS,
+  PEAK_TAU_S,
+  PEAK_WINDOWS_S,
   advance,
   forecastDemand,
+  historyPeak,
+  reviveForecast,
   newForecast,
   observe,
   type DemandForecast,

@@ -6,7 +6,7 @@
 import { targetSpares, type PoolPolicy } from '../../domain/index.js';
 import { allocateBudget, type Budget } from './budget.js';
 import { baseStockLevel, type BaseStock, type BatchSizes, type DemandModel } from './demand.js';
-import { forecastDemand, type DemandForecast, type ForecastState } from './forecast.js';
+import { forecastDemand, historyPeak, type DemandForecast, type ForecastState } from './forecast.js';
 import { scheduledBoost, type PrewarmEvent } from './schedule.js';
 
 /** What the planner sizes pools by: the domain's policies (static, predictive). */
@@ -21,7 +21,7 @@ export interface PlanPoolInput {
   readonly ready: number;
   /** Copies being made (or asked for) for this pool: refills and on-demand copies alike. */
   readonly inFlight: number;
-  /** Requests waiting for a copy; each of them takes one of the copies in flight. Default 0. */
+  /** Provisions waiting for a copy; each of them takes one of the copies in flight. Default 0. */
   readonly waiting?: number;
   /** Bytes one copy takes (for a budget in bytes). */
   readonly sizeBytes: number;
@@ -42,9 +42,28 @@ export interface PlanOptions {
   readonly concurrency?: number;
   /** Reuse of costly results between calls; keep one per caller. Default none. */
   readonly cache?: PlanCache;
-  /** Work out the expected fill of static pools too (costs a demand distribution per pool). Default false. */
+  /** Work out the expected fill and the last spare's value of every pool (costs a demand distribution per pool). Default false. */
   readonly explain?: boolean;
+  /**
+   * The plan before this one. A target that drops falls from the previous one at a bounded rate
+   * (see `trimRate`), so spares above it are trimmed a few at a time, not all at once and
+   * re-made a moment later. Default none: targets start where the policy puts them.
+   */
+  readonly previous?: Plan | null;
+  /** How fast a lowered target falls. Default TRIM_RATE. */
+  readonly trimRate?: TrimRate;
+  /** Pools that cannot start a copy now (e.g. short of space): their slots go to the others. Default none. */
+  readonly blocked?: ReadonlySet<string>;
 }
+
+/** A lowered target falls by `share` of itself, at least `atLeast` spares, per `everyS` seconds. */
+export interface TrimRate {
+  readonly share: number;
+  readonly atLeast: number;
+  readonly everyS: number;
+}
+
+export const TRIM_RATE: TrimRate = Object.freeze({ share: 0.1, atLeast: 1, everyS: 300 });
 
 export interface PoolPlan {
   readonly source: string;
@@ -63,11 +82,25 @@ export interface PoolPlan {
   readonly scheduled: number;
   /** base + scheduled, within max: what the pool wants. */
   readonly wanted: number;
-  /** What it gets (≤ wanted when the budget binds): the target. */
+  /** What it gets now (≤ wanted when the budget binds), before a lowered target is let down gently. */
+  readonly granted: number;
+  /** Most requests seen within about one lead time (faded), rounded; null for a static pool. */
+  readonly historyCap: number | null;
+  /**
+   * The target the pool is held at: granted, or while a lowered target falls, the falling level
+   * (never below the copies in flight for it). ready + in flight ≤ max(target, waiting) after
+   * the trims of this plan, and refills start only below it.
+   */
   readonly target: number;
+  /** The falling level behind `target`, unrounded (the next plan's starting point). */
+  readonly held: number;
+  /** Ready spares to remove now, oldest first: ready + in flight above max(target, waiting). */
+  readonly trim: number;
+  /** Refills the pool lacks: target − ready − in flight, at least 0 (what may start, slots and budget permitting). */
+  readonly lacking: number;
   /** Expected share of requests served warm at the target; null when not worked out. */
   readonly fill: number | null;
-  /** Warm requests per hour the last spare granted buys, and per GiB; null without a budget. */
+  /** Warm requests per hour the last spare of the target buys, and per GiB; null when not worked out (no budget, no explain). */
   readonly lastSpareHitsPerHour: number | null;
   readonly lastSpareHitsPerHourPerGiB: number | null;
   /** ready + inFlight − waiting. */
@@ -80,8 +113,16 @@ export interface PoolPlan {
 export interface Plan {
   readonly now: number;
   readonly targets: Readonly<Record<string, number>>;
-  /** Copies to start now, most urgent first, within the free slots. */
+  /** Copies to start now, most urgent first, within the free slots and the budget's headroom. */
   readonly starts: readonly { readonly source: string; readonly copies: number }[];
+  /** Ready spares to remove now, per pool (oldest first). */
+  readonly trims: readonly { readonly source: string; readonly copies: number }[];
+  /**
+   * Budget units in use before this plan's starts and trims: spares ready and copies in flight
+   * beyond those promised to waiting provisions (a copy a provision waits for is that host's,
+   * not a spare). With the starts it stays within the budget's cap; null without a budget.
+   */
+  readonly budgetUsed: number | null;
   readonly pools: readonly PoolPlan[];
 }
 
@@ -131,6 +172,7 @@ interface Working {
   readonly scheduled: number;
   /** fill(s) for s = 0..(at least) wanted, when worked out. */
   curve: Float64Array | null;
+  readonly historyCap: number | null;
   readonly reason: string[];
 }
 
@@ -139,6 +181,7 @@ function sizeFor(now: number, input: PlanPoolInput, fc: DemandForecast, options:
   const reason: string[] = [];
   let base: number;
   let curve: Float64Array | null = null;
+  let historyCap: number | null = null;
   const max = policy.max;
   switch (policy.kind) {
     case 'static':
@@ -146,17 +189,47 @@ function sizeFor(now: number, input: PlanPoolInput, fc: DemandForecast, options:
       reason.push(`static ${base}`);
       break;
     case 'predictive': {
-      if (!(fc.model.batches > 0)) {
+      historyCap = Math.round(historyPeak(input.forecast, now, input.leadTimeS));
+      if (!(fc.model.batches > 0) || historyCap === 0) {
         base = policy.min;
-        reason.push(`no demand seen: min ${base}`);
+        reason.push(fc.model.batches > 0 ? `no request seen lately: min ${base}` : `no demand seen: min ${base}`);
         break;
       }
-      const bs = cache.baseStock(fc.model, policy.fillRate, policy.min, policy.max);
+      // The history bounds the curve: no pool needs more spares than the most requests it ever saw within a lead time.
+      const upTo = Math.max(policy.min, Math.min(max, historyCap));
+      const bs = cache.baseStock(fc.model, policy.fillRate, policy.min, upTo);
       base = bs.spares;
       curve = bs.curve;
-      if (bs.capped) reason.push(`max ${max} (fill ${pct(bs.fill)} < ${pct(policy.fillRate)})`);
+      if (bs.capped && upTo < max) reason.push(`history ${upTo}: at most ${upTo} requests seen within one lead time (fill ${pct(bs.fill)} < ${pct(policy.fillRate)})`);
+      else if (bs.capped) reason.push(`max ${max} (fill ${pct(bs.fill)} < ${pct(policy.fillRate)})`);
       else if (base > 0 && bs.curve[base - 1]! >= policy.fillRate) reason.push(`min ${base}`);
       else reason.push(`fill ${pct(policy.fillRate)} needs ${base}`);
+      break;
+    }
+    case 'cost': {
+      historyCap = Math.round(historyPeak(input.forecast, now, input.leadTimeS));
+      if (!(fc.model.batches > 0) || historyCap === 0) {
+        base = policy.min;
+        reason.push(fc.model.batches > 0 ? `no request seen lately: min ${base}` : `no demand seen: min ${base}`);
+        break;
+      }
+      const upTo = Math.max(policy.min, Math.min(max, historyCap));
+      const c = cache.baseStock(fc.model, 1, 0, upTo).curve;
+      curve = c;
+      // Spare-hours saved per hour by s spares, less the spare-hours they cost: the best s.
+      const worth = 3600 * fc.requestsPerS * policy.missCostSpareHours;
+      const fillAt = (k: number) => c[Math.min(k, c.length - 1)]!;
+      base = policy.min;
+      let best = worth * fillAt(base) - base;
+      for (let k = policy.min + 1; k <= upTo; k++) {
+        const v = worth * fillAt(k) - k;
+        if (v > best + 1e-12) {
+          best = v;
+          base = k;
+        }
+      }
+      reason.push(`cost: a cold wait = ${policy.missCostSpareHours} spare-hours → ${base} (fill ${pct(fillAt(base))})`);
+      if (base === upTo && upTo < max && upTo > policy.min) reason.push(`history ${upTo}: at most ${upTo} requests seen within one lead time`);
       break;
     }
   }
@@ -171,7 +244,7 @@ function sizeFor(now: number, input: PlanPoolInput, fc: DemandForecast, options:
     if (boost.extra > 0) reason.push(`max ${max}`);
   }
   const floor = Math.min(wanted, Math.max(policy.min, boost.extra));
-  return { input, fc, base, wanted, floor, scheduled: boost.extra, curve, reason };
+  return { input, fc, base, wanted, floor, scheduled: boost.extra, curve, historyCap, reason };
 }
 
 /** fill(s) for s = 0..upTo (at least), extending what was computed; all zeros with no demand. */
@@ -238,13 +311,36 @@ export function planPools(now: number, pools: readonly PlanPoolInput[], options:
       });
     }
   } else if (options.explain) {
-    for (const w of work) w.curve = curveUpTo(w, w.wanted, cache);
+    work.forEach((w, i) => {
+      const c = curveUpTo(w, w.wanted, cache);
+      w.curve = c;
+      lastValue[i] = w.wanted > 0 ? Math.max(0, w.fc.requestsPerS * ((c[Math.max(0, w.wanted - w.scheduled)] ?? 0) - (c[Math.max(0, w.wanted - w.scheduled - 1)] ?? 0))) : 0;
+    });
   }
+
+  const rate = options.trimRate ?? TRIM_RATE;
+  const previous = options.previous ?? null;
+  const elapsed = previous ? Math.max(0, now - previous.now) : 0;
+  const before = new Map(previous?.pools.map((p) => [p.source, p.held]));
 
   const plans: PoolPlan[] = work.map((w, i) => {
     const { input, fc } = w;
-    const target = targets[i]!;
-    const supply = input.ready + input.inFlight - (input.waiting ?? 0);
+    const granted = targets[i]!;
+    const waiting = input.waiting ?? 0;
+    // A lowered target falls gently from where it was; a raised one applies at once; max binds at once.
+    const prevHeld = before.get(input.source);
+    let held = granted;
+    if (prevHeld !== undefined && prevHeld > granted) {
+      const fall = (elapsed * Math.max(rate.atLeast, rate.share * prevHeld)) / rate.everyS;
+      held = Math.max(granted, prevHeld - fall);
+    }
+    held = Math.min(held, input.policy.max);
+    let target = Math.ceil(held - 1e-9);
+    // Copies already on their way to become spares are never cut short: the target waits for them.
+    if (input.inFlight > waiting && input.inFlight > target) held = target = input.inFlight;
+    if (target > granted) w.reason.push(`held at ${target} while it falls to ${granted} (${rate.share * 100} % or ${rate.atLeast} per ${Math.round(rate.everyS / 60)} min)`);
+    const trim = Math.max(0, Math.min(input.ready, input.ready + input.inFlight - Math.max(target, waiting)));
+    const supply = input.ready + input.inFlight - waiting;
     const meanBatch = fc.batchesPerS > 0 ? fc.requestsPerS / fc.batchesPerS : 0;
     const fill = w.curve && fc.model.batches > 0 ? (w.curve[Math.max(0, Math.min(w.curve.length - 1, target - w.scheduled))] ?? null) : null;
     const lv = lastValue[i] ?? null;
@@ -260,7 +356,12 @@ export function planPools(now: number, pools: readonly PlanPoolInput[], options:
       base: w.base,
       scheduled: w.scheduled,
       wanted: w.wanted,
+      granted,
+      historyCap: w.historyCap,
       target,
+      held,
+      trim,
+      lacking: Math.max(0, target - input.ready - input.inFlight),
       fill,
       lastSpareHitsPerHour: lv === null ? null : lv * 3600,
       lastSpareHitsPerHourPerGiB: lv === null || !(input.sizeBytes > 0) ? null : (lv * 3600) / (input.sizeBytes / GiB),
@@ -270,7 +371,26 @@ export function planPools(now: number, pools: readonly PlanPoolInput[], options:
     };
   });
 
-  return { now, targets: Object.fromEntries(plans.map((p) => [p.source, p.target])), starts: orderStarts(plans, options.freeSlots ?? Infinity), pools: plans };
+  // The budget caps spares: ready ones and copies in flight beyond those promised to waiting provisions.
+  const unit = (i: number) => (budget === null ? 0 : budget.kind === 'copies' ? 1 : work[i]!.input.sizeBytes);
+  const budgetUsed =
+    budget === null ? null : work.reduce((sum, w, i) => sum + (w.input.ready + Math.max(0, w.input.inFlight - (w.input.waiting ?? 0))) * unit(i), 0);
+  const headroom = budget === null ? Infinity : (budget.kind === 'copies' ? budget.copies : budget.bytes) - budgetUsed!;
+  const blocked = options.blocked;
+  const starts = orderStarts(
+    plans.map((p) => (blocked?.has(p.source) ? { ...p, lacking: 0 } : p)),
+    options.freeSlots ?? Infinity,
+    headroom,
+    unit,
+  );
+  return {
+    now,
+    targets: Object.fromEntries(plans.map((p) => [p.source, p.target])),
+    starts,
+    trims: plans.filter((p) => p.trim > 0).map((p) => ({ source: p.source, copies: p.trim })),
+    budgetUsed,
+    pools: plans,
+  };
 }
 
 const sizesIds = new WeakMap<BatchSizes, number>();
@@ -286,10 +406,13 @@ function sizesIdentity(all: readonly BatchSizes[]): string {
     .join(',');
 }
 
-/** Hands the free slots out one copy at a time to the pool that would run dry first. */
-function orderStarts(plans: readonly PoolPlan[], freeSlots: number): { source: string; copies: number }[] {
-  const deficit = plans.map((p) => Math.max(0, p.target - p.supply));
-  const totalDeficit = deficit.reduce((a, b) => a + b, 0);
+/**
+ * Hands the free slots out one copy at a time to the pool that would run dry first. A pool gets
+ * refills only below its target counting every copy in flight (ready + in flight never passes
+ * max(target, waiting)), and only while the budget has room for one more of its copies.
+ */
+function orderStarts(plans: readonly PoolPlan[], freeSlots: number, headroom: number, unit: (i: number) => number): { source: string; copies: number }[] {
+  const deficit = plans.map((p) => p.lacking);
   // Sooner dry is more urgent. Requests waiting without a copy on its way come first of all; pools
   // with no forecast demand come last, the emptiest relative to its target first among them.
   const urgency = (i: number, supply: number): [number, number] => {
@@ -299,19 +422,23 @@ function orderStarts(plans: readonly PoolPlan[], freeSlots: number): { source: s
     return [2, p.target > 0 ? supply / p.target : 0];
   };
   const before = (a: [number, number], b: [number, number]) => a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
-  if (totalDeficit <= freeSlots) {
+  const supply = plans.map((p) => p.supply);
+  const starts: { source: string; copies: number }[] = [];
+  let room = headroom;
+  let slots = freeSlots;
+  const total = deficit.reduce((a, b) => a + b, 0);
+  if (total <= slots && deficit.reduce((a, d, i) => a + d * unit(i), 0) <= room) {
+    // Everything fits: one entry per pool, most urgent first.
     const order = plans.map((_, i) => i).filter((i) => deficit[i]! > 0);
     const keys = plans.map((p, i) => urgency(i, p.supply));
     order.sort((a, b) => (before(keys[a]!, keys[b]!) ? -1 : before(keys[b]!, keys[a]!) ? 1 : a - b));
     return order.map((i) => ({ source: plans[i]!.source, copies: deficit[i]! }));
   }
-  const supply = plans.map((p) => p.supply);
-  const starts: { source: string; copies: number }[] = [];
-  for (let n = 0; n < freeSlots; n++) {
+  while (slots > 0) {
     let best = -1;
     let bestKey: [number, number] = [Infinity, Infinity];
     for (let i = 0; i < plans.length; i++) {
-      if (deficit[i]! <= 0) continue;
+      if (deficit[i]! <= 0 || unit(i) > room) continue;
       const key = urgency(i, supply[i]!);
       if (best < 0 || before(key, bestKey)) {
         best = i;
@@ -321,6 +448,8 @@ function orderStarts(plans: readonly PoolPlan[], freeSlots: number): { source: s
     if (best < 0) break;
     deficit[best]!--;
     supply[best]!++;
+    room -= unit(best);
+    slots--;
     const last = starts[starts.length - 1];
     if (last?.source === plans[best]!.source) last.copies++;
     else starts.push({ source: plans[best]!.source, copies: 1 });

@@ -8,12 +8,16 @@
  *  - the planner runs after every arrival, every `tickS` of simulated time, and whenever a slot
  *    frees up under a concurrency limit; it sets each pool's target and starts the refills it
  *    orders, most urgent pool first;
- *  - every copy takes `leadTimeS`.
- * The forecasters see every arrival, as the live service's would.
+ *  - every copy takes `leadTimeS`;
+ *  - spares above a lowered target are discarded at the planner's bounded rate (`trims`).
+ * The forecasters see every arrival, as the live service's would. After every event the
+ * simulator checks the sizing bounds (per pool: ready + in flight ≤ max(target, waiting); over
+ * all pools: spares within the budget) and counts every breach: a correct planner has none.
  */
 import {
   PlanCache,
   advance,
+  type Plan,
   newForecast,
   observe,
   planPools,
@@ -64,6 +68,12 @@ export interface ReplayScore {
   readonly peakSpares: number;
   /** Copies completed, refills and on-demand. */
   readonly copies: number;
+  /** Spares discarded because the target fell below what the pool held. */
+  readonly discards: number;
+  /** Copies made per request served (0 with no request). */
+  readonly copiesPerRequest: number;
+  /** Instants at which ready + in flight exceeded max(target, waiting): must be 0. */
+  readonly boundViolations: number;
 }
 
 export interface PoolResult extends ReplayScore {
@@ -87,6 +97,8 @@ export interface Series {
 
 /** The totals are summed over the pools (spares at the same instants for the peak). */
 export interface SimulationResult extends ReplayScore {
+  /** Instants at which the spares of all pools together exceeded the budget: must be 0. */
+  readonly budgetViolations: number;
   readonly spanS: number;
   readonly pools: readonly PoolResult[];
   readonly series: Series | null;
@@ -196,6 +208,8 @@ interface PoolSim {
   requests: number;
   warm: number;
   copies: number;
+  discards: number;
+  violations: number;
   readySeconds: number;
   targetSeconds: number;
   peak: number;
@@ -236,6 +250,8 @@ export function simulate(o: SimulationOptions): SimulationResult {
     requests: 0,
     warm: 0,
     copies: 0,
+    discards: 0,
+    violations: 0,
     readySeconds: 0,
     targetSeconds: 0,
     peak: 0,
@@ -250,6 +266,21 @@ export function simulate(o: SimulationOptions): SimulationResult {
   let inFlightTotal = 0;
   let totalReady = 0;
   let peakTotal = 0;
+  let lastPlan: Plan | null = null;
+  let budgetViolations = 0;
+  const budget = o.budget ?? null;
+  const unitOf = (p: PoolSim) => (budget?.kind === 'bytes' ? p.sizeBytes : 1);
+  const budgetCap = budget === null ? Infinity : budget.kind === 'copies' ? budget.copies : budget.bytes;
+  /** The sizing bounds, checked after every event. */
+  const check = () => {
+    let used = 0;
+    for (const p of pools) {
+      const inFlight = p.inFlight + p.queued;
+      if (p.ready + inFlight > Math.max(p.target, p.waiting)) p.violations++;
+      used += (p.ready + Math.max(0, inFlight - p.waiting)) * unitOf(p);
+    }
+    if (used > budgetCap) budgetViolations++;
+  };
 
   const start = trace.start;
   const end = trace.end;
@@ -319,14 +350,23 @@ export function simulate(o: SimulationOptions): SimulationResult {
       leadTimeS,
     }));
     const result = planPools(clock, inputs, {
-      budget: o.budget ?? null,
+      budget,
       schedule: o.schedule ?? [],
       freeSlots: Math.max(0, concurrency - inFlightTotal - (urgent.length - urgentHead)),
       concurrency,
       cache,
+      previous: lastPlan,
     });
+    lastPlan = result;
     pools.forEach((p, i) => (p.target = result.pools[i]!.target));
     if (!startCopies) return;
+    result.pools.forEach((pp, i) => {
+      if (pp.trim <= 0) return;
+      const p = pools[i]!;
+      p.ready -= pp.trim;
+      totalReady -= pp.trim;
+      p.discards += pp.trim;
+    });
     for (const s of result.starts) {
       const i = pools.findIndex((p) => p.source === s.source);
       for (let n = 0; n < s.copies; n++) startCopy(i);
@@ -414,6 +454,7 @@ export function simulate(o: SimulationOptions): SimulationResult {
     if (tC === t) {
       complete(completions.pop());
       if (limited) plan();
+      check();
       continue;
     }
     if (tA === t) {
@@ -428,10 +469,12 @@ export function simulate(o: SimulationOptions): SimulationResult {
         next++;
       }
       if (any) plan();
+      check();
       continue;
     }
     nextTick += tickS;
     plan();
+    check();
   }
   moveTo(end);
   if (series && bucketS) {
@@ -451,6 +494,7 @@ export function simulate(o: SimulationOptions): SimulationResult {
   }
 
   const span = Math.max(1e-9, end - start);
+  const perRequest = (copies: number, requests: number) => (requests > 0 ? copies / requests : 0);
   const poolResults: PoolResult[] = pools.map((p) => ({
     source: p.source,
     requests: p.requests,
@@ -462,6 +506,9 @@ export function simulate(o: SimulationOptions): SimulationResult {
     peakSpares: p.peak,
     meanTarget: p.targetSeconds / span,
     copies: p.copies,
+    discards: p.discards,
+    copiesPerRequest: perRequest(p.copies, p.requests),
+    boundViolations: p.violations,
     initialSpares: p.initial,
     finalSpares: p.ready,
   }));
@@ -482,6 +529,13 @@ export function simulate(o: SimulationOptions): SimulationResult {
     meanSpares: poolResults.reduce((s, p) => s + p.meanSpares, 0),
     peakSpares: peakTotal,
     copies: pools.reduce((s, p) => s + p.copies, 0),
+    discards: pools.reduce((s, p) => s + p.discards, 0),
+    copiesPerRequest: perRequest(
+      pools.reduce((s, p) => s + p.copies, 0),
+      requests,
+    ),
+    boundViolations: pools.reduce((s, p) => s + p.violations, 0),
+    budgetViolations,
     spanS: span,
     pools: poolResults,
     series,
