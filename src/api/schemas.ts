@@ -52,10 +52,21 @@ export const ProblemSchema = Type.Object({
   since: Type.String(),
 });
 
+export const PolicyKind = Type.Union([Type.Literal('static'), Type.Literal('predictive'), Type.Literal('cost')], {
+  description:
+    'static: keep min spares; predictive: the fewest spares that serve fillRate of requests warm; cost: the spares that maximize cold waits avoided × missCostSpareHours − spares held',
+});
+
 export const PoolSchema = Type.Object(
   {
     source: Type.String(),
-    policy: Type.Object({ kind: Type.String(), min: Type.Integer(), max: Type.Integer(), fillRate: Type.Optional(Type.Number()) }),
+    policy: Type.Object({
+      kind: PolicyKind,
+      min: Type.Integer(),
+      max: Type.Integer(),
+      fillRate: Type.Optional(Type.Number({ description: 'predictive: share of requests to serve warm' })),
+      missCostSpareHours: Type.Optional(Type.Number({ description: 'cost: a cold wait costs as much as holding one spare this many hours' })),
+    }),
     prewarm: Type.Array(Type.String(), { description: 'known demand ahead: COUNT@HH:MM[/DAYS], UTC' }),
     image: Type.Union([Type.String(), Type.Null()]),
     target: Type.Integer({ description: 'spares the pool holds now: the policy, pre-warm events and the storage budget together' }),
@@ -65,9 +76,16 @@ export const PoolSchema = Type.Object(
         requestsPerHour: Type.Number({ description: 'forecast over the next lead time' }),
         meanBatch: Type.Number(),
         leadTimeS: Type.Number({ description: 'one copy, as measured here' }),
-        wanted: Type.Integer({ description: 'before the budget' }),
+        wanted: Type.Integer({ description: 'spares the policy and pre-warm events ask for, before the budget' }),
+        granted: Type.Integer({ description: 'what the budget grants of wanted; the target stays above it only while a lowered target falls' }),
+        historyCap: Type.Union([Type.Integer(), Type.Null()], {
+          description: 'most requests seen within about one lead time: the most a predictive or cost pool asks for; null for a static pool',
+        }),
         expectedFill: Type.Union([Type.Number(), Type.Null()], { description: 'expected share of requests served warm at the target' }),
-        lastSpareHitsPerHour: Type.Union([Type.Number(), Type.Null()], { description: 'warm requests per hour the last granted spare buys' }),
+        lastSpareHitsPerHour: Type.Union([Type.Number(), Type.Null()], {
+          description: 'warm requests per hour the last spare of the target buys (the marginal value the budget compares between pools)',
+        }),
+        lastSpareHitsPerHourPerGiB: Type.Union([Type.Number(), Type.Null()], { description: 'the same per GiB of one copy (what a budget in bytes compares)' }),
         reason: Type.String(),
       }),
     ]),

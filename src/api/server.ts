@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { Copy, Image, Store } from '../domain/index.js';
 import { shortageText, type Replenisher } from '../pool/index.js';
 import type { HostService, ImageService, PoolService, ProvisioningService, TemplateService, TemplateView } from '../service/index.js';
-import { TemplateSpecBody, type TemplateBuild } from '../domain/index.js';
+import { MISS_COST_LIMIT, TemplateSpecBody, type TemplateBuild } from '../domain/index.js';
 import { installErrorHandling } from './errors.js';
 import {
   CopySchema,
@@ -13,6 +13,7 @@ import {
   HostParam,
   HostSchema,
   ImageSchema,
+  PolicyKind,
   PoolSchema,
   ProblemSchema,
   TemplateBuildSchema,
@@ -145,8 +146,15 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
           {
             min: Type.Optional(Type.Integer({ minimum: 0 })),
             max: Type.Optional(Type.Integer({ minimum: 0 })),
-            policy: Type.Optional(Type.Union([Type.Literal('static'), Type.Literal('predictive')])),
+            policy: Type.Optional(PolicyKind),
             fillRate: Type.Optional(Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1, description: 'predictive: share of requests to serve warm, e.g. 0.999' })),
+            missCost: Type.Optional(
+              Type.Number({
+                exclusiveMinimum: 0,
+                maximum: MISS_COST_LIMIT,
+                description: 'cost: a cold wait costs as much as holding one spare this many hours, e.g. 2 (needed when a pool becomes a cost pool)',
+              }),
+            ),
             prewarm: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 64, description: 'replaces the events: COUNT@HH:MM[/DAYS], UTC, e.g. 300@09:00/mon-fri' })),
           },
           { additionalProperties: false },

@@ -61,7 +61,7 @@ export interface ProblemReply extends ShortageReply {
 
 export interface PoolReply {
   readonly source: string;
-  readonly policy: { readonly kind: string; readonly min: number; readonly max: number; readonly fillRate?: number };
+  readonly policy: { readonly kind: string; readonly min: number; readonly max: number; readonly fillRate?: number; readonly missCostSpareHours?: number };
   readonly prewarm: readonly string[];
   readonly image: string | null;
   readonly target: number;
@@ -74,8 +74,11 @@ export interface PoolReply {
     readonly meanBatch: number;
     readonly leadTimeS: number;
     readonly wanted: number;
+    readonly granted: number;
+    readonly historyCap: number | null;
     readonly expectedFill: number | null;
     readonly lastSpareHitsPerHour: number | null;
+    readonly lastSpareHitsPerHourPerGiB: number | null;
     readonly reason: string;
   } | null;
   readonly shortage: ShortageReply | null;

@@ -169,8 +169,9 @@ describe('prestage against a running server', () => {
     const human = await cli('pool', 'list');
     assert.equal(human.code, 0);
     const [header, row] = human.stdout.split('\n');
-    assert.match(header!, /^SOURCE\s+IMAGE\s+POLICY\s+TARGET\s+READY\s+MAKING\s+MAPPED\s+REQ\/H\s+COPY\s+FILL\s+WHY$/);
-    assert.match(row!, /^base\s+base@1\s+static 2\.\.4\s+2\s+2\s+0\s+0\s+0\.0\s+[0-9.]+ m?s\s+-\s+static 2$/);
+    assert.match(header!, /^SOURCE\s+IMAGE\s+POLICY\s+TARGET\s+READY\s+MAKING\s+MAPPED\s+REQ\/H\s+COPY\s+FILL\s+LAST SPARE\s+WHY$/);
+    // No demand yet: the last of the two spares buys no warm request.
+    assert.match(row!, /^base\s+base@1\s+static 2\.\.4\s+2\s+2\s+0\s+0\s+0\.0\s+[0-9.]+ m?s\s+-\s+0\.00\/h\s+static 2$/);
   });
 
   it('sizes a pool from its demand, with pre-warm events, and back to static', async () => {
@@ -313,6 +314,47 @@ describe('prestage against a running server', () => {
       parse<{ ref: string }[]>(await cli('image', 'list', '--json')).map((i) => i.ref),
       ['base@1'],
     );
+  });
+
+  it('sizes a pool by what spares and cold waits cost, shows the last spare of every pool, and refuses bad costs', async () => {
+    type Pool = { policy: Record<string, unknown>; target: number; plan: { lastSpareHitsPerHour: number | null; granted: number; historyCap: number | null; reason: string } | null };
+    const p = parse<Pool>(await cli('pool', 'set', 'base', '--cost', '2.5', '--json'));
+    assert.deepEqual(p.policy, { kind: 'cost', missCostSpareHours: 2.5, min: 2, max: 4 }, 'min and max stay as they were');
+    const human = await cli('pool', 'set', 'base', '--cost', '3h');
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout, /^pool base: cost 3 h 2\.\.4 spares of base@1 \(target \d+, ready \d+, making \d+\)\n$/);
+    // A plan with a history cap is one of a demand-sized pool: the replenisher has planned the cost pool.
+    const listed = await waitFor(
+      'a plan of the cost pool',
+      async () => parse<(Pool & { source: string })[]>(await cli('pool', 'list', '--json')).find((x) => x.source === 'base' && typeof x.plan?.historyCap === 'number'),
+      10_000,
+      100,
+    );
+    assert.equal(typeof listed.plan!.lastSpareHitsPerHour, 'number');
+    assert.ok(Number.isInteger(listed.plan!.granted), JSON.stringify(listed.plan));
+    const list = await cli('pool', 'list');
+    const [header, row] = list.stdout.split('\n');
+    assert.match(header!, /\sFILL\s+LAST SPARE\s+WHY$/);
+    // One provision so far, within a forecast bin not yet closed: the cost rule may not have demand to weigh yet.
+    assert.match(row!, /^base\s+base@1\s+cost 3 h 2\.\.4\s+\d+\s.*\s[0-9.]+\/h\s+(cost: a cold wait = 3 spare-hours → \d+|no demand seen: min 2|no request seen lately: min 2)/);
+
+    const cases: { args: string[]; says: RegExp }[] = [
+      { args: ['--cost', '0'], says: /--cost <hours>.*'0' is invalid.*more than 0 and at most 8760, e\.g\. 2/ },
+      { args: ['--cost', 'soon'], says: /--cost <hours>.*'soon' is invalid/ },
+      { args: ['--cost', '9000'], says: /'9000' is invalid.*at most 8760/ },
+      { args: ['--cost'], says: /--cost <hours>' argument missing/ },
+      { args: ['--static', '--cost', '2'], says: /option '--static' cannot be used with option '--cost <hours>'/ },
+      { args: ['--predictive', '0.99', '--cost', '2'], says: /option '--predictive \[fill\]' cannot be used with option '--cost <hours>'/ },
+    ];
+    for (const c of cases) {
+      const r = await cli('pool', 'set', 'base', ...c.args);
+      assert.equal(r.code, EXIT_CODES.PRESTAGE_USAGE, `${c.args.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stdout, '');
+      assertOneErrorLine(r, c.says);
+    }
+    assert.deepEqual(parse<Pool[]>(await cli('pool', 'list', '--json')).map((x) => x.policy), [{ kind: 'cost', missCostSpareHours: 3, min: 2, max: 4 }], 'nothing changed');
+    const back = parse<Pool>(await cli('pool', 'set', 'base', '--static', '--json'));
+    assert.deepEqual(back.policy, { kind: 'static', min: 2, max: 4 });
   });
 
   it('says clearly when no server listens (exit 7)', async () => {

@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError, staticPolicy } from '../../src/domain/index.js';
+import { InputError, costPolicy, staticPolicy } from '../../src/domain/index.js';
 import { batchSizes, fillRate, predictivePolicy, type PlanPolicy } from '../../src/pool/policy/index.js';
 import {
   busiestSources,
@@ -258,14 +258,37 @@ describe('trace readers', () => {
 });
 
 describe('policy specs', () => {
-  it('reads static, static per pool, static-share and predictive', () => {
+  it('reads static, static per pool, static-share, predictive and cost', () => {
     assert.deepEqual(parsePolicySpec('static:400'), { kind: 'static', label: 'static:400', each: 400 });
     assert.deepEqual(parsePolicySpec('static:b=4,g=2'), { kind: 'static-per-pool', label: 'static:b=4,g=2', sizes: { b: 4, g: 2 } });
     assert.deepEqual(parsePolicySpec('static-share:10'), { kind: 'static-share', label: 'static-share:10', total: 10 });
     assert.deepEqual(parsePolicySpec('predictive:0.999,max=500'), { kind: 'predictive', label: 'predictive:0.999,max=500', fillRate: 0.999, min: 0, max: 500 });
-    for (const bad of ['static', 'static:x', 'static:20000', 'predictive:1', 'predictive:0.9,foo=1', 'predictive:0.9,min=5,max=2', 'random:3']) {
-      assert.throws(() => parsePolicySpec(bad), InputError, bad);
-    }
+    assert.deepEqual(parsePolicySpec('cost:2'), { kind: 'cost', label: 'cost:2', missCostSpareHours: 2, min: 0, max: 10_000 });
+    assert.deepEqual(parsePolicySpec(' cost:0.5,min=1,max=40 '), { kind: 'cost', label: 'cost:0.5,min=1,max=40', missCostSpareHours: 0.5, min: 1, max: 40 });
+    assert.deepEqual(parsePolicySpec('cost:24h'), { kind: 'cost', label: 'cost:24h', missCostSpareHours: 24, min: 0, max: 10_000 });
+    assert.deepEqual(policiesFor(parsePolicySpec('cost:.25,max=8'), ['b'], new Map())('b'), costPolicy(0.25, 0, 8));
+    const bads = [
+      'static',
+      'static:x',
+      'static:20000',
+      'predictive:1',
+      'predictive:0.9,foo=1',
+      'predictive:0.9,min=5,max=2',
+      'random:3',
+      'cost:0',
+      'cost:-1',
+      'cost:abc',
+      'cost:8761',
+      'cost:2x',
+      'cost:',
+      'cost:2,foo=1',
+      'cost:2,min=5,max=2',
+      'cost:2,max=20000',
+    ];
+    for (const bad of bads) assert.throws(() => parsePolicySpec(bad), InputError, bad);
+    assert.throws(() => parsePolicySpec('cost:0'), /policy 'cost:0': miss cost '0' must be the hours of holding one spare that a cold wait costs, more than 0 and at most 8760, e.g\. 2/);
+    assert.throws(() => parsePolicySpec('cost:2,every=1'), /policy 'cost:2,every=1': unknown option 'every=1' \(min=N, max=N\)/);
+    assert.throws(() => parsePolicySpec('costly:2'), /unknown kind 'costly' \(static, static-share, predictive, cost\)/);
   });
 
   it('splits a static total by demand share, adding up exactly', () => {

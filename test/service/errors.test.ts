@@ -43,6 +43,18 @@ describe('bad input gets a clear error and changes nothing', () => {
     await refused(t, 'PUT', '/v1/pools/good', { min: 1.5 }, 400, 'PRESTAGE_INPUT');
     await refused(t, 'PUT', '/v1/pools/good', { min: 1, max: 1e9 }, 400, 'PRESTAGE_INPUT');
     await refused(t, 'PUT', '/v1/pools/good@0', { min: 1 }, 400, 'PRESTAGE_INPUT', /version/);
+    // The cost policy: a miss cost it needs, within its range, and with no other policy's settings.
+    await refused(t, 'PUT', '/v1/pools/good', { policy: 'cost' }, 400, 'PRESTAGE_INPUT', /the cost policy needs a miss cost: how many hours of holding one spare a cold wait costs/);
+    await refused(t, 'PUT', '/v1/pools/good', { missCost: 0 }, 400, 'PRESTAGE_INPUT', /missCost must be > 0/);
+    await refused(t, 'PUT', '/v1/pools/good', { missCost: -2 }, 400, 'PRESTAGE_INPUT', /missCost/);
+    await refused(t, 'PUT', '/v1/pools/good', { missCost: 9000 }, 400, 'PRESTAGE_INPUT', /missCost must be <= 8760/);
+    await refused(t, 'PUT', '/v1/pools/good', { missCost: 'soon' }, 400, 'PRESTAGE_INPUT', /missCost must be number/);
+    await refused(t, 'PUT', '/v1/pools/good', { policy: 'costly', missCost: 2 }, 400, 'PRESTAGE_INPUT', /policy/);
+    await refused(t, 'PUT', '/v1/pools/good', { missCost: 2, fillRate: 0.99 }, 400, 'PRESTAGE_INPUT', /a fill rate \(predictive policy\) or a miss cost \(cost policy\), not both/);
+    await refused(t, 'PUT', '/v1/pools/good', { policy: 'static', missCost: 2 }, 400, 'PRESTAGE_INPUT', /a miss cost goes with the cost policy only/);
+    await refused(t, 'PUT', '/v1/pools/good', { policy: 'predictive', missCost: 2 }, 400, 'PRESTAGE_INPUT', /a miss cost goes with the cost policy only/);
+    await refused(t, 'PUT', '/v1/pools/good', { policy: 'cost', fillRate: 0.99 }, 400, 'PRESTAGE_INPUT', /a fill rate goes with the predictive policy only/);
+    await refused(t, 'PUT', '/v1/pools/good', { missCost: 2, min: 5, max: 2 }, 400, 'PRESTAGE_INPUT', /min \(5\) must not exceed max \(2\)/);
     await refused(t, 'POST', '/v1/hosts', { id: 'bad id!' }, 400, 'PRESTAGE_INPUT', /invalid host id/);
     await refused(t, 'POST', '/v1/hosts', { id: 'h2', mac: 'zz:54:00:00:00:01' }, 400, 'PRESTAGE_INPUT', /MAC/);
     await refused(t, 'POST', '/v1/hosts/h1/provision', {}, 400, 'PRESTAGE_INPUT');

@@ -1,8 +1,10 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { open, stat } from 'node:fs/promises';
+import { open, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
+import { advance, newForecast, observe } from '../../src/pool/index.js';
+import { openSqliteStore } from '../../src/store/index.js';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { allocatedBytes, makeTempDir, sha256File, waitFor, writeRandomFile, writeSparseFile } from '../helpers/files.js';
 
@@ -144,5 +146,72 @@ describe('sparse images stay sparse', () => {
     assert.equal(await sha256File(p.body.access.path), img.body.sha256);
     const copies = await t.call<{ id: string; method: string }[]>('GET', '/v1/copies?state=mapped');
     assert.equal(copies.body.find((c) => c.id === p.body.copyId)?.method, 'sparse-copy');
+  });
+});
+
+describe('pools sized by cost, and what their last spare buys', () => {
+  type Plan = { reason: string; wanted: number; granted: number; historyCap: number | null; lastSpareHitsPerHour: number | null; lastSpareHitsPerHourPerGiB: number | null };
+  type Pool = { source: string; policy: Record<string, unknown>; target: number; ready: number; plan: Plan | null };
+  let t: TestApp;
+  let dataDir: string;
+  after(async () => {
+    await t?.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('sets a cost pool through the API and explains its target from the demand history', async () => {
+    dataDir = await makeTempDir();
+    t = await startTestApp({ dataDir });
+    const files = await makeTempDir();
+    for (const name of ['busy', 'idle']) {
+      await writeRandomFile(join(files, `${name}.raw`), 1 << 20);
+      assert.equal((await t.call('POST', '/v1/images', { name, path: join(files, `${name}.raw`) })).status, 201);
+    }
+    const set = await t.call<Pool>('PUT', '/v1/pools/busy', { policy: 'cost', missCost: 2 });
+    assert.equal(set.status, 200, JSON.stringify(set.body));
+    assert.deepEqual(set.body.policy, { kind: 'cost', missCostSpareHours: 2, min: 0, max: 100 }, 'min 0 and max 100 like a predictive pool');
+    assert.deepEqual((await t.call<Pool>('PUT', '/v1/pools/busy', { max: 20 })).body.policy, { kind: 'cost', missCostSpareHours: 2, min: 0, max: 20 }, 'the miss cost stays');
+    assert.deepEqual((await t.call<Pool>('PUT', '/v1/pools/idle', { min: 1, max: 1 })).body.policy, { kind: 'static', min: 1, max: 1 });
+    await t.close({ keepData: true });
+
+    // Six hours of one request every 30 s, as a previous run would have kept them.
+    const store = await openSqliteStore({ file: join(dataDir, 'state.db') });
+    const now = Date.now() / 1000;
+    const history = newForecast({ coalesceS: 1 });
+    for (let s = now - 6 * 3600; s < now - 60; s += 30) observe(history, s, 1);
+    advance(history, now);
+    await store.savePoolForecast('busy', JSON.stringify(history));
+    await store.close();
+
+    t = await startTestApp({ dataDir });
+    const pools = await waitFor('both pools planned', async () => {
+      const r = await t.call<Pool[]>('GET', '/v1/pools');
+      return r.body.every((p) => p.plan !== null) && r.body;
+    }, 10_000);
+    const busy = pools.find((p) => p.source === 'busy')!;
+    const idle = pools.find((p) => p.source === 'idle')!;
+    assert.match(busy.plan!.reason, /^cost: a cold wait = 2 spare-hours → \d+ \(fill [0-9.]+ %\)/);
+    assert.ok(busy.target >= 1, `a pool asked every 30 s keeps a spare: ${JSON.stringify(busy)}`);
+    assert.ok(busy.plan!.historyCap !== null && busy.plan!.historyCap >= 1);
+    assert.equal(busy.plan!.granted, busy.plan!.wanted, 'no budget');
+    // The last spare pays for itself: the warm requests it buys, at 2 spare-hours each, are worth an hour of holding it.
+    assert.ok(busy.plan!.lastSpareHitsPerHour! * 2 >= 1, `last spare ${busy.plan!.lastSpareHitsPerHour} warm/h`);
+    assert.ok(busy.plan!.lastSpareHitsPerHourPerGiB! > busy.plan!.lastSpareHitsPerHour!, 'a 1 MiB copy: more per GiB');
+    // A static pool with no demand: its spare buys nothing, and it has no history cap.
+    assert.deepEqual([idle.plan!.reason, idle.plan!.historyCap, idle.plan!.lastSpareHitsPerHour], ['static 1', null, 0]);
+
+    // The OpenAPI document describes the cost policy and the plan's new fields.
+    type Schema = { properties?: Record<string, Schema> };
+    type OpenApi = { paths: Record<string, { put?: { requestBody: { content: Record<string, { schema: Schema }> } } }>; components: { schemas: Record<string, Schema> } };
+    const doc = (await t.call<OpenApi>('GET', '/openapi.json')).body;
+    assert.deepEqual(doc.paths['/v1/pools/{source}']!.put!.requestBody.content['application/json']!.schema.properties!.missCost, {
+      type: 'number',
+      exclusiveMinimum: 0,
+      maximum: 8760,
+      description: 'cost: a cold wait costs as much as holding one spare this many hours, e.g. 2 (needed when a pool becomes a cost pool)',
+    });
+    const poolSchema = Object.values(doc.components.schemas).find((s) => s.properties?.prewarm !== undefined)!;
+    assert.ok(poolSchema.properties!.policy!.properties!.missCostSpareHours);
+    for (const field of ['granted', 'historyCap', 'lastSpareHitsPerHour', 'lastSpareHitsPerHourPerGiB']) assert.ok(poolSchema.properties!.plan!.properties![field], field);
   });
 });

@@ -1,4 +1,5 @@
-import { Command, InvalidArgumentError, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { Command, InvalidArgumentError, Option, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { MISS_COST_LIMIT } from '../../domain/index.js';
 import { count } from '../args.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
@@ -7,9 +8,25 @@ import type { PoolReply } from '../replies.js';
 
 const percent = (x: number) => `${(Math.floor(x * 10_000) / 100).toString()} %`;
 
-/** `static 1..8`, `predictive 99.9 % 0..100`. */
+/** Hours as given, to three significant digits: 2, 0.5, 0.333, 8760. */
+const hours = (h: number) => String(Number(h.toPrecision(3)));
+
+/** `static 1..8`, `predictive 99.9 % 0..100`, `cost 2 h 0..100`. */
 export function policyText(p: PoolReply['policy']): string {
-  return p.kind === 'predictive' && p.fillRate !== undefined ? `predictive ${percent(p.fillRate)} ${p.min}..${p.max}` : `${p.kind} ${p.min}..${p.max}`;
+  if (p.kind === 'predictive' && p.fillRate !== undefined) return `predictive ${percent(p.fillRate)} ${p.min}..${p.max}`;
+  if (p.kind === 'cost' && p.missCostSpareHours !== undefined) return `cost ${hours(p.missCostSpareHours)} h ${p.min}..${p.max}`;
+  return `${p.kind} ${p.min}..${p.max}`;
+}
+
+/** Warm requests per hour, precise where small: 0.04/h, 12.5/h, 310/h. */
+export function perHour(x: number): string {
+  return `${x < 10 ? x.toFixed(2) : x < 100 ? x.toFixed(1) : Math.round(x).toString()}/h`;
+}
+
+/** What the last spare of the target buys; nothing to say of a pool that holds none. */
+function lastSpare(p: PoolReply): string {
+  const v = p.plan?.lastSpareHitsPerHour;
+  return v === null || v === undefined || p.target === 0 ? '-' : perHour(v);
 }
 
 function seconds(s: number): string {
@@ -28,15 +45,15 @@ export function poolTable(pools: readonly PoolReply[]): string {
     { header: 'REQ/H', value: (p) => (p.plan ? p.plan.requestsPerHour.toFixed(1) : '-'), align: 'right' },
     { header: 'COPY', value: (p) => (p.plan ? seconds(p.plan.leadTimeS) : '-'), align: 'right' },
     { header: 'FILL', value: (p) => (p.plan?.expectedFill != null ? percent(p.plan.expectedFill) : '-'), align: 'right' },
+    { header: 'LAST SPARE', value: lastSpare, align: 'right' },
     { header: 'WHY', value: (p) => explain(p) },
   ]);
 }
 
-/** The plan's reason (a shortage of space first), with what the budget weighed when it cut the pool. */
+/** The plan's reason (a shortage of space first) and the pool's pre-warm events; LAST SPARE says what the budget weighed. */
 function explain(p: PoolReply): string {
   if (!p.plan) return p.shortage ? `short of space: a copy needs ${bytes(p.shortage.neededBytes)}, ${bytes(p.shortage.freeBytes)} free` : '-';
   const parts = [p.plan.reason];
-  if (p.plan.lastSpareHitsPerHour !== null && p.plan.wanted > p.target) parts.push(`last spare ${p.plan.lastSpareHitsPerHour.toFixed(2)} warm/h`);
   if (p.prewarm.length > 0) parts.push(`pre-warm ${p.prewarm.join(', ')}`);
   return parts.join('; ');
 }
@@ -44,6 +61,16 @@ function explain(p: PoolReply): string {
 function fillRate(raw: string): number {
   const v = raw.endsWith('%') ? Number(raw.slice(0, -1)) / 100 : Number(raw);
   if (!(v > 0 && v < 1)) throw new InvalidArgumentError('expected a share of requests to serve warm, e.g. 0.999 or 99.9%');
+  return v;
+}
+
+/** `--cost 2` or `--cost 2h`: the spare-hours one cold wait is worth. */
+function missCost(raw: string): number {
+  const t = raw.trim().replace(/\s*h$/, '');
+  const v = /^[0-9]*\.?[0-9]+$/.test(t) ? Number(t) : NaN;
+  if (!(v > 0 && v <= MISS_COST_LIMIT)) {
+    throw new InvalidArgumentError(`expected the hours of holding one spare that a cold wait costs, more than 0 and at most ${MISS_COST_LIMIT}, e.g. 2`);
+  }
   return v;
 }
 
@@ -56,19 +83,22 @@ export function poolCommand(ctx: CliContext): CommandUnknownOpts {
     .argument('<source>', 'NAME or NAME@N')
     .option('--min <n>', 'spares to keep ready at least', count)
     .option('--max <n>', 'spares to keep at most', count)
-    .option('--static', 'keep min spares ready (the default policy)')
-    .option('--predictive [fill]', 'size the pool from its demand to serve this share of requests warm (default 0.999)', fillRate)
+    .addOption(new Option('--static', 'keep min spares ready (the default policy)').conflicts(['predictive', 'cost']))
+    .addOption(
+      new Option('--predictive [fill]', 'size the pool from its demand to serve this share of requests warm (default 0.999)').argParser(fillRate).conflicts('cost'),
+    )
+    .addOption(new Option('--cost <hours>', 'size the pool from its demand and costs: a cold wait costs as much as holding one spare HOURS long').argParser(missCost))
     .option('--prewarm <COUNT@HH:MM[/DAYS]>', 'known demand ahead (UTC), e.g. 300@09:00/mon-fri; repeatable, replaces the events', (v: string, prev: string[] = []) => [...prev, v])
     .option('--no-prewarm', 'remove every pre-warm event')
     .option('--json', 'print the raw JSON reply')
     .action(async (source, opts) => {
-      if (opts.static && opts.predictive !== undefined) throw new InvalidArgumentError('--static and --predictive exclude each other');
-      const policy = opts.static ? 'static' : opts.predictive !== undefined ? 'predictive' : undefined;
+      const policy = opts.static ? 'static' : opts.predictive !== undefined ? 'predictive' : opts.cost !== undefined ? 'cost' : undefined;
       const p = await ctx.client.put<PoolReply>(`/v1/pools/${seg(source)}`, {
         ...(opts.min !== undefined && { min: opts.min }),
         ...(opts.max !== undefined && { max: opts.max }),
         ...(policy !== undefined && { policy }),
         ...(typeof opts.predictive === 'number' && { fillRate: opts.predictive }),
+        ...(opts.cost !== undefined && { missCost: opts.cost }),
         ...(opts.prewarm === false ? { prewarm: [] } : Array.isArray(opts.prewarm) ? { prewarm: opts.prewarm } : {}),
       });
       ctx.out(opts.json ? json(p) : `pool ${p.source}: ${policyText(p.policy)} spares of ${dash(p.image)} (target ${p.target}, ready ${p.ready}, making ${p.making})${p.prewarm.length > 0 ? `; pre-warm ${p.prewarm.join(', ')}` : ''}`);

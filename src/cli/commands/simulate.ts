@@ -62,6 +62,11 @@ export function waitTime(s: number): string {
 
 const percent2 = (x: number) => `${(x * 100).toFixed(2)} %`;
 
+/** Instants over the budget and over a pool's bound, both of which must be 0: one column, spelled out when not. */
+export function violations(r: Pick<SimulationResult, 'budgetViolations' | 'boundViolations'>): string {
+  return r.budgetViolations === 0 && r.boundViolations === 0 ? '0' : `${r.budgetViolations} budget, ${r.boundViolations} bound`;
+}
+
 interface Row {
   readonly label: string;
   readonly r: SimulationResult;
@@ -77,6 +82,9 @@ export function simulationTable(rows: readonly Row[]): string {
     { header: 'MEAN SPARES', value: (x) => x.r.meanSpares.toFixed(1), align: 'right' },
     { header: 'PEAK SPARES', value: (x) => String(x.r.peakSpares), align: 'right' },
     { header: 'COPIES', value: (x) => String(x.r.copies), align: 'right' },
+    { header: 'COPIES/REQ', value: (x) => x.r.copiesPerRequest.toFixed(2), align: 'right' },
+    { header: 'DISCARDS', value: (x) => String(x.r.discards), align: 'right' },
+    { header: 'VIOLATIONS', value: (x) => violations(x.r), align: 'right' },
   ]);
 }
 
@@ -92,6 +100,8 @@ export function poolsTable(rows: readonly Row[]): string {
     { header: 'MEAN SPARES', value: (x) => x.p.meanSpares.toFixed(1), align: 'right' },
     { header: 'PEAK SPARES', value: (x) => String(x.p.peakSpares), align: 'right' },
     { header: 'COPIES', value: (x) => String(x.p.copies), align: 'right' },
+    { header: 'COPIES/REQ', value: (x) => x.p.copiesPerRequest.toFixed(2), align: 'right' },
+    { header: 'DISCARDS', value: (x) => String(x.p.discards), align: 'right' },
   ]);
 }
 
@@ -105,7 +115,7 @@ export function simulateCommand(ctx: CliContext): CommandUnknownOpts {
     .option('--train <file>', 'a trace the forecasters learn from first, without scoring (same format)')
     .option('--sources <list>', 'comma-separated sources to simulate (default: every source of the trace)')
     .option('--top <n>', 'simulate the N busiest sources (of --train when given, else of --trace)', positive)
-    .option('--policy <spec>', 'static:N | static:SRC=N,… | static-share:N | predictive:FILL[,min=N,max=N]; repeatable (default predictive:0.999)', collect)
+    .option('--policy <spec>', 'static:N | static:SRC=N,… | static-share:N | predictive:FILL[,min=N,max=N] | cost:HOURS[,min=N,max=N] (a cold wait costs one spare held HOURS); repeatable (default predictive:0.999)', collect)
     .option('--budget <cap>', 'cap on all spares together: a number of copies (800) or a size (500GiB)')
     .option('--copy-size <size>', 'bytes of one copy, for a budget in bytes (default 1GiB)')
     .option('--lead-time <duration>', 'time to make one copy (default 120s)')

@@ -134,6 +134,7 @@ export interface Plan {
 export class PlanCache {
   private levels = new WeakMap<BatchSizes, Map<string, BaseStock>>();
   private allocations = new Map<string, ReturnType<typeof allocateBudget>>();
+  private sized = new WeakMap<ForecastState, { key: SizedKey; value: Sized }>();
 
   baseStock(model: DemandModel, fillRate: number, min: number, max: number): BaseStock {
     const key = `${model.batches}|${model.dispersion}|${fillRate}|${min}|${max}`;
@@ -145,6 +146,16 @@ export class PlanCache {
       byKey.set(key, (hit = baseStockLevel(model, fillRate, min, max)));
     }
     return hit;
+  }
+
+  sizedFor(forecast: ForecastState, key: SizedKey): Sized | undefined {
+    const hit = this.sized.get(forecast);
+    return hit && sameKey(hit.key, key) ? hit.value : undefined;
+  }
+
+  keepSized(forecast: ForecastState, key: SizedKey, value: Sized): Sized {
+    this.sized.set(forecast, { key, value });
+    return value;
   }
 
   allocation(key: string, compute: () => ReturnType<typeof allocateBudget>): ReturnType<typeof allocateBudget> {
@@ -176,44 +187,77 @@ interface Working {
   readonly reason: string[];
 }
 
-function sizeFor(now: number, input: PlanPoolInput, fc: DemandForecast, options: PlanOptions, cache: PlanCache): Working {
-  const { policy } = input;
+/** What the policy alone asks of a pool: the part of its sizing that changes only with its forecast. */
+interface Sized {
+  readonly fc: DemandForecast;
+  readonly base: number;
+  readonly curve: Float64Array | null;
+  readonly historyCap: number | null;
+  readonly reason: readonly string[];
+}
+
+/**
+ * A predictive pool keeps a spare only if it is expected to serve a request within 30 days
+ * (its marginal warm requests per hour): a source that went quiet gives its spares back.
+ */
+export const MIN_SPARE_HITS_PER_HOUR = 1 / (30 * 24);
+
+type SizedKey = readonly [PlanPolicy, number, number, number, number];
+const sameKey = (a: SizedKey, b: SizedKey) => a[0] === b[0] && a[1] === b[1] && a[2] === b[2] && a[3] === b[3] && a[4] === b[4];
+
+const requests = (n: number) => `${n} request${n === 1 ? '' : 's'}`;
+
+/**
+ * The policy's spares for one pool. A forecast changes only when one of its bins closes, and its
+ * history peaks only with a request, so the answer is cached on (policy, bins, the bin of now,
+ * lead time, requests seen): a simulator planning after every arrival mostly reuses it. The
+ * policy is compared by identity (a caller that builds new policy objects just misses).
+ */
+function policySizing(now: number, input: PlanPoolInput, cache: PlanCache): Sized {
+  const { policy, forecast } = input;
+  const binStart = Math.floor(now / forecast.options.binS) * forecast.options.binS;
+  const key: SizedKey = [policy, forecast.bins, binStart, input.leadTimeS, forecast.requestsSeen];
+  const hit = cache.sizedFor(forecast, key);
+  if (hit) return hit;
+  const fc = forecastDemand(forecast, now, input.leadTimeS);
   const reason: string[] = [];
   let base: number;
   let curve: Float64Array | null = null;
   let historyCap: number | null = null;
   const max = policy.max;
+  if (policy.kind === 'static') {
+    base = targetSpares(policy);
+    reason.push(`static ${base}`);
+    return cache.keepSized(forecast, key, { fc, base, curve, historyCap, reason });
+  }
+  // Faded from the start of the bin, like the forecast, so one answer holds for the whole bin.
+  historyCap = Math.round(historyPeak(forecast, binStart, input.leadTimeS));
+  if (!(fc.model.batches > 0) || historyCap === 0) {
+    base = policy.min;
+    reason.push(fc.model.batches > 0 ? `no request seen lately: min ${base}` : `no demand seen: min ${base}`);
+    return cache.keepSized(forecast, key, { fc, base, curve, historyCap, reason });
+  }
+  // The history bounds the curve: no pool needs more spares than the most requests it ever saw within a lead time.
+  const upTo = Math.max(policy.min, Math.min(max, historyCap));
+  const bound = `history ${upTo}: at most ${requests(upTo)} seen within one lead time`;
   switch (policy.kind) {
-    case 'static':
-      base = targetSpares(policy);
-      reason.push(`static ${base}`);
-      break;
     case 'predictive': {
-      historyCap = Math.round(historyPeak(input.forecast, now, input.leadTimeS));
-      if (!(fc.model.batches > 0) || historyCap === 0) {
-        base = policy.min;
-        reason.push(fc.model.batches > 0 ? `no request seen lately: min ${base}` : `no demand seen: min ${base}`);
-        break;
-      }
-      // The history bounds the curve: no pool needs more spares than the most requests it ever saw within a lead time.
-      const upTo = Math.max(policy.min, Math.min(max, historyCap));
       const bs = cache.baseStock(fc.model, policy.fillRate, policy.min, upTo);
       base = bs.spares;
       curve = bs.curve;
-      if (bs.capped && upTo < max) reason.push(`history ${upTo}: at most ${upTo} requests seen within one lead time (fill ${pct(bs.fill)} < ${pct(policy.fillRate)})`);
+      if (bs.capped && upTo < max) reason.push(`${bound} (fill ${pct(bs.fill)} < ${pct(policy.fillRate)})`);
       else if (bs.capped) reason.push(`max ${max} (fill ${pct(bs.fill)} < ${pct(policy.fillRate)})`);
       else if (base > 0 && bs.curve[base - 1]! >= policy.fillRate) reason.push(`min ${base}`);
       else reason.push(`fill ${pct(policy.fillRate)} needs ${base}`);
+      // Fill is a share of the requests that come; when hardly any are expected, the spares it asks
+      // for (a batch of 8 needs 8 to be all warm) would sit idle for months. Keep those that earn their place.
+      const earns = (k: number) => 3600 * fc.requestsPerS * (bs.curve[k]! - bs.curve[k - 1]!) >= MIN_SPARE_HITS_PER_HOUR;
+      const before = base;
+      while (base > policy.min && !earns(base)) base--;
+      if (base < before) reason.push(`idle: ${base} (more would each serve less than one request in ${Math.round(1 / MIN_SPARE_HITS_PER_HOUR / 24)} days)`);
       break;
     }
     case 'cost': {
-      historyCap = Math.round(historyPeak(input.forecast, now, input.leadTimeS));
-      if (!(fc.model.batches > 0) || historyCap === 0) {
-        base = policy.min;
-        reason.push(fc.model.batches > 0 ? `no request seen lately: min ${base}` : `no demand seen: min ${base}`);
-        break;
-      }
-      const upTo = Math.max(policy.min, Math.min(max, historyCap));
       const c = cache.baseStock(fc.model, 1, 0, upTo).curve;
       curve = c;
       // Spare-hours saved per hour by s spares, less the spare-hours they cost: the best s.
@@ -229,10 +273,20 @@ function sizeFor(now: number, input: PlanPoolInput, fc: DemandForecast, options:
         }
       }
       reason.push(`cost: a cold wait = ${policy.missCostSpareHours} spare-hours → ${base} (fill ${pct(fillAt(base))})`);
-      if (base === upTo && upTo < max && upTo > policy.min) reason.push(`history ${upTo}: at most ${upTo} requests seen within one lead time`);
+      if (base === upTo && upTo < max && upTo > policy.min) reason.push(bound);
       break;
     }
   }
+  return cache.keepSized(forecast, key, { fc, base, curve, historyCap, reason });
+}
+
+function sizeFor(now: number, input: PlanPoolInput, options: PlanOptions, cache: PlanCache): Working {
+  const { policy } = input;
+  const sized = policySizing(now, input, cache);
+  const { fc, base, historyCap } = sized;
+  const reason = [...sized.reason];
+  const curve = sized.curve;
+  const max = policy.max;
   const boost = scheduledBoost(options.schedule ?? [], input.source, now, input.leadTimeS, options.concurrency ?? Infinity);
   let wanted = base + boost.extra;
   if (boost.extra > 0) {
@@ -272,7 +326,7 @@ function timeToDry(supply: number, requestsPerS: number): number {
  */
 export function planPools(now: number, pools: readonly PlanPoolInput[], options: PlanOptions = {}): Plan {
   const cache = options.cache ?? new PlanCache();
-  const work = pools.map((p) => sizeFor(now, p, forecastDemand(p.forecast, now, p.leadTimeS), options, cache));
+  const work = pools.map((p) => sizeFor(now, p, options, cache));
 
   // Budget: when the wanted targets do not fit, spares go where each buys the most warm requests per unit.
   const targets = work.map((w) => w.wanted);
@@ -335,7 +389,7 @@ export function planPools(now: number, pools: readonly PlanPoolInput[], options:
       held = Math.max(granted, prevHeld - fall);
     }
     held = Math.min(held, input.policy.max);
-    let target = Math.ceil(held - 1e-9);
+    let target = Math.max(0, Math.ceil(held - 1e-9));
     // Copies already on their way to become spares are never cut short: the target waits for them.
     if (input.inFlight > waiting && input.inFlight > target) held = target = input.inFlight;
     if (target > granted) w.reason.push(`held at ${target} while it falls to ${granted} (${rate.share * 100} % or ${rate.atLeast} per ${Math.round(rate.everyS / 60)} min)`);

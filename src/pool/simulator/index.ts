@@ -3,3 +3,4 @@ export { busiestSources, demandBySource, mulberry32, parseAzureTrace, parseCsvTr
 export { simulate, trainForecasts, type PoolResult, type Series, type SimulationOptions, type SimulationResult } from './simulate.js';
 export { parsePolicySpec, policiesFor, splitByShare, type PolicySpec } from './policy-spec.js';
 export { seriesCsv, seriesSvg, type PlotOptions } from './report.js';
+export { SYNTHETIC_START, generateTrace, mixedShapes, sliceTrace, type SourceShape } from './synthetic.js';

@@ -6,15 +6,20 @@
  *   static-share:N        N spares in all, split by each pool's share of the requests
  *   predictive:F          fill rate F (0.999 = 99.9 % of requests warm), min 0, max 10000
  *   predictive:F,min=N,max=N
+ *   cost:H                a cold wait costs as much as one spare held H hours (2 or 2h), min 0, max 10000
+ *   cost:H,min=N,max=N
  */
-import { InputError, POOL_MAX_LIMIT, staticPolicy } from '../../domain/index.js';
+import { InputError, MISS_COST_LIMIT, POOL_MAX_LIMIT, costPolicy, staticPolicy } from '../../domain/index.js';
 import { predictivePolicy, type PlanPolicy } from '../policy/index.js';
 
 export type PolicySpec =
   | { readonly kind: 'static'; readonly label: string; readonly each: number }
   | { readonly kind: 'static-per-pool'; readonly label: string; readonly sizes: Readonly<Record<string, number>> }
   | { readonly kind: 'static-share'; readonly label: string; readonly total: number }
-  | { readonly kind: 'predictive'; readonly label: string; readonly fillRate: number; readonly min: number; readonly max: number };
+  | { readonly kind: 'predictive'; readonly label: string; readonly fillRate: number; readonly min: number; readonly max: number }
+  | { readonly kind: 'cost'; readonly label: string; readonly missCostSpareHours: number; readonly min: number; readonly max: number };
+
+const KINDS = 'static:N, static:SRC=N,…, static-share:N, predictive:FILL[,min=N,max=N] or cost:HOURS[,min=N,max=N]';
 
 function whole(raw: string, what: string, spec: string): number {
   const n = /^[0-9]+$/.test(raw.trim()) ? Number(raw) : NaN;
@@ -22,10 +27,23 @@ function whole(raw: string, what: string, spec: string): number {
   return n;
 }
 
+/** The `min=N,max=N` options of a demand-sized policy; min 0 and max POOL_MAX_LIMIT when left out. */
+function bounds(opts: readonly string[], spec: string): { min: number; max: number } {
+  let min = 0;
+  let max = POOL_MAX_LIMIT;
+  for (const o of opts) {
+    const [k, v] = o.split('=') as [string, string | undefined];
+    if (k.trim() === 'min' && v !== undefined) min = whole(v, 'min', spec);
+    else if (k.trim() === 'max' && v !== undefined) max = whole(v, 'max', spec);
+    else throw new InputError(`policy '${spec}': unknown option '${o}' (min=N, max=N)`, { field: 'policy' });
+  }
+  return { min, max };
+}
+
 export function parsePolicySpec(raw: string): PolicySpec {
   const spec = raw.trim();
   const m = /^([a-z-]+):(.+)$/.exec(spec);
-  if (!m) throw new InputError(`policy '${raw}': expected static:N, static:SRC=N,…, static-share:N or predictive:FILL[,min=N,max=N]`, { field: 'policy' });
+  if (!m) throw new InputError(`policy '${raw}': expected ${KINDS}`, { field: 'policy' });
   const [, kind, arg] = m as unknown as [string, string, string];
   switch (kind) {
     case 'static': {
@@ -48,19 +66,25 @@ export function parsePolicySpec(raw: string): PolicySpec {
       const [fill, ...opts] = arg.split(',');
       const f = /^(0?\.[0-9]+)$/.test(fill!.trim()) ? Number(fill) : NaN;
       if (!(f > 0 && f < 1)) throw new InputError(`policy '${spec}': fill rate '${fill}' must be a number between 0 and 1, e.g. 0.999`, { field: 'policy' });
-      let min = 0;
-      let max = POOL_MAX_LIMIT;
-      for (const o of opts) {
-        const [k, v] = o.split('=') as [string, string | undefined];
-        if (k.trim() === 'min' && v !== undefined) min = whole(v, 'min', spec);
-        else if (k.trim() === 'max' && v !== undefined) max = whole(v, 'max', spec);
-        else throw new InputError(`policy '${spec}': unknown option '${o}' (min=N, max=N)`, { field: 'policy' });
-      }
+      const { min, max } = bounds(opts, spec);
       predictivePolicy(f, min, max);
       return { kind: 'predictive', label: spec, fillRate: f, min, max };
     }
+    case 'cost': {
+      const [hours, ...opts] = arg.split(',');
+      const given = /^([0-9]*\.?[0-9]+)\s*h?$/.exec(hours!.trim());
+      const h = given ? Number(given[1]) : NaN;
+      if (!(h > 0 && h <= MISS_COST_LIMIT)) {
+        throw new InputError(`policy '${spec}': miss cost '${hours}' must be the hours of holding one spare that a cold wait costs, more than 0 and at most ${MISS_COST_LIMIT}, e.g. 2`, {
+          field: 'policy',
+        });
+      }
+      const { min, max } = bounds(opts, spec);
+      costPolicy(h, min, max);
+      return { kind: 'cost', label: spec, missCostSpareHours: h, min, max };
+    }
     default:
-      throw new InputError(`policy '${raw}': unknown kind '${kind}' (static, static-share, predictive)`, { field: 'policy' });
+      throw new InputError(`policy '${raw}': unknown kind '${kind}' (static, static-share, predictive, cost)`, { field: 'policy' });
   }
 }
 
@@ -111,6 +135,10 @@ export function policiesFor(spec: PolicySpec, sources: readonly string[], demand
     }
     case 'predictive': {
       const p = predictivePolicy(spec.fillRate, spec.min, spec.max);
+      return () => p;
+    }
+    case 'cost': {
+      const p = costPolicy(spec.missCostSpareHours, spec.min, spec.max);
       return () => p;
     }
   }

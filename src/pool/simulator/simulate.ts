@@ -79,6 +79,8 @@ export interface ReplayScore {
 export interface PoolResult extends ReplayScore {
   readonly source: string;
   readonly meanTarget: number;
+  /** Spares added to the target over the run, the first target included: discards never exceed it. */
+  readonly raised: number;
   /** Ready spares at the start (the pool starts at its first target) and at the end. */
   readonly initialSpares: number;
   readonly finalSpares: number;
@@ -209,6 +211,7 @@ interface PoolSim {
   warm: number;
   copies: number;
   discards: number;
+  raised: number;
   violations: number;
   readySeconds: number;
   targetSeconds: number;
@@ -251,6 +254,7 @@ export function simulate(o: SimulationOptions): SimulationResult {
     warm: 0,
     copies: 0,
     discards: 0,
+    raised: 0,
     violations: 0,
     readySeconds: 0,
     targetSeconds: 0,
@@ -358,7 +362,11 @@ export function simulate(o: SimulationOptions): SimulationResult {
       previous: lastPlan,
     });
     lastPlan = result;
-    pools.forEach((p, i) => (p.target = result.pools[i]!.target));
+    pools.forEach((p, i) => {
+      const target = result.pools[i]!.target;
+      if (target > p.target) p.raised += target - p.target;
+      p.target = target;
+    });
     if (!startCopies) return;
     result.pools.forEach((pp, i) => {
       if (pp.trim <= 0) return;
@@ -505,6 +513,7 @@ export function simulate(o: SimulationOptions): SimulationResult {
     meanSpares: p.readySeconds / span,
     peakSpares: p.peak,
     meanTarget: p.targetSeconds / span,
+    raised: p.raised,
     copies: p.copies,
     discards: p.discards,
     copiesPerRequest: perRequest(p.copies, p.requests),
