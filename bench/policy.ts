@@ -12,6 +12,11 @@
  * A stronger static baseline is shown too (not in the JSON): each pool on its own sized, with
  * hindsight, to the smallest static size reaching the predictive hit rate.
  *
+ * Then the same on a generated fleet (fixed seed): 60 sources, most of them sparse and bursty
+ * (a few requests a day or week, in bursts of 2–30), a few busy, some new or vanishing part-way;
+ * learned on 7 days, scored on the next 2. It also runs predictive under a budget of half its
+ * mean spares, and counts every breach of the sizing bounds in every run (must be 0).
+ *
  * Progress goes to stderr; the summary to stdout, its last line one JSON object.
  */
 import { readFile } from 'node:fs/promises';
@@ -20,6 +25,9 @@ import { parseArgs } from 'node:util';
 import {
   busiestSources,
   demandBySource,
+  generateTrace,
+  mixedShapes,
+  sliceTrace,
   parseAzureTrace,
   parsePolicySpec,
   policiesFor,
@@ -28,7 +36,7 @@ import {
   type SimulationResult,
   type Trace,
 } from '../src/pool/simulator/index.js';
-import type { ForecastState } from '../src/pool/policy/index.js';
+import type { Budget, ForecastState } from '../src/pool/policy/index.js';
 import { log } from './lib/log.js';
 import { azureTraceDir } from './lib/traces.js';
 import { round2 } from './lib/stats.js';
@@ -37,7 +45,15 @@ import { UsageError } from './lib/usage.js';
 const LEAD_TIME_S = 120;
 const FILL = 0.999;
 const POOLS = 5;
-const TARGET = { predictiveHit: 0.99, sparesSavedRatio: 1.5 };
+const TARGET = { predictiveHit: 0.99, sparesSavedRatio: 1.5, mixedCopiesPerRequest: 1.05 };
+const MIXED = { seed: 9, sources: 60, trainDays: 7, scoredDays: 2 };
+
+/** Breaches of the sizing bounds over every run of the benchmark. */
+let violations = 0;
+const counted = (r: SimulationResult): SimulationResult => {
+  violations += r.budgetViolations + r.boundViolations;
+  return r;
+};
 
 interface Scenario {
   readonly dev: Trace;
@@ -46,14 +62,40 @@ interface Scenario {
   readonly demand: ReadonlyMap<string, number>;
 }
 
-function play(s: Scenario, spec: string, sources: readonly string[] = s.sources): SimulationResult {
-  return simulate({
-    trace: s.dev,
-    sources,
-    policyFor: policiesFor(parsePolicySpec(spec), sources, s.demand),
-    leadTimeS: LEAD_TIME_S,
-    forecasts: s.forecasts,
-  });
+function play(s: Scenario, spec: string, sources: readonly string[] = s.sources, budget: Budget | null = null): SimulationResult {
+  return counted(
+    simulate({
+      trace: s.dev,
+      sources,
+      policyFor: policiesFor(parsePolicySpec(spec), sources, s.demand),
+      leadTimeS: LEAD_TIME_S,
+      forecasts: s.forecasts,
+      budget,
+    }),
+  );
+}
+
+/** The static-share size whose hit rate first reaches `hit`, and the one whose mean spares come closest to `spares`. */
+function staticMatches(stat: (n: number) => SimulationResult, hit: number, spares: number): { same: number; needed: number } {
+  let hi = Math.max(1, Math.ceil(spares * 2));
+  while (stat(hi).meanSpares < spares) hi *= 2;
+  const nSame = bisect(0, hi, (n) => stat(n).meanSpares >= spares);
+  // Of the two sizes around the crossing, the one whose mean spares come closer.
+  const same = nSame > 0 && Math.abs(stat(nSame - 1).meanSpares - spares) < Math.abs(stat(nSame).meanSpares - spares) ? nSame - 1 : nSame;
+  hi = Math.max(1, same);
+  while (stat(hi).hitRate < hit && hi < 200_000) hi *= 2;
+  return { same, needed: bisect(0, hi, (n) => stat(n).hitRate >= hit) };
+}
+
+/** A generated fleet: learned on its first days, scored on the rest. */
+function mixedScenario(): Scenario {
+  const shapes = mixedShapes(MIXED.seed, MIXED.sources);
+  const full = generateTrace(shapes, { seed: MIXED.seed, days: MIXED.trainDays + MIXED.scoredDays, name: `mixed-${MIXED.seed}` });
+  const split = full.start + MIXED.trainDays * 86_400;
+  const train = sliceTrace(full, full.start, split);
+  const dev = sliceTrace(full, split, full.end);
+  const sources = full.sources;
+  return { dev, sources, forecasts: trainForecasts(train, sources), demand: new Map(demandBySource(dev).map((d) => [d.source, d.requests])) };
 }
 
 /** The smallest n in [lo, hi] with ok(n), for ok monotone in n; hi when none below it is. */
@@ -103,17 +145,8 @@ export async function run(args: string[]): Promise<void> {
   const stat = memo((n: number) => play(s, `static-share:${n}`));
   const total = [...demand.entries()].filter(([k]) => sources.includes(k)).reduce((a, [, v]) => a + v, 0);
 
-  log('static-share with the same mean spares (bisection on N)');
-  let hi = Math.max(1, Math.ceil(predictive.meanSpares * 2));
-  while (stat(hi).meanSpares < predictive.meanSpares) hi *= 2;
-  const nSame = bisect(0, hi, (n) => stat(n).meanSpares >= predictive.meanSpares);
-  // Of the two sizes around the crossing, the one whose mean spares come closer.
-  const same = nSame > 0 && Math.abs(stat(nSame - 1).meanSpares - predictive.meanSpares) < Math.abs(stat(nSame).meanSpares - predictive.meanSpares) ? nSame - 1 : nSame;
-
-  log('smallest static-share reaching the predictive hit rate (bisection on N)');
-  hi = Math.max(1, same);
-  while (stat(hi).hitRate < predictive.hitRate && hi < 200_000) hi *= 2;
-  const needed = bisect(0, hi, (n) => stat(n).hitRate >= predictive.hitRate);
+  log('static-share with the same mean spares, and the smallest reaching the predictive hit rate (bisection on N)');
+  const { same, needed } = staticMatches(stat, predictive.hitRate, predictive.meanSpares);
 
   log('per-pool static with hindsight (each pool to the predictive hit rate)');
   const perPool: Record<string, number> = {};
@@ -130,6 +163,20 @@ export async function run(args: string[]): Promise<void> {
   const b400 = play(s, 'static:400', ['b']);
   const b800 = play(s, 'static:800', ['b']);
 
+  log('predictive under a budget of half its mean spares');
+  const azureBudget = Math.max(1, Math.round(predictive.meanSpares / 2));
+  const budgeted = play(s, `predictive:${FILL}`, sources, { kind: 'copies', copies: azureBudget });
+
+  log(`generated fleet: ${MIXED.sources} sources, seed ${MIXED.seed}`);
+  const mixed = mixedScenario();
+  const mixedRequests = mixed.dev.counts.reduce((a, b) => a + b, 0);
+  const mPredictive = play(mixed, `predictive:${FILL}`);
+  const mStat = memo((n: number) => play(mixed, `static-share:${n}`));
+  const m = staticMatches(mStat, mPredictive.hitRate, mPredictive.meanSpares);
+  const mBudget = Math.max(1, Math.round(mPredictive.meanSpares / 2));
+  const mBudgeted = play(mixed, `predictive:${FILL}`, mixed.sources, { kind: 'copies', copies: mBudget });
+  const mCost = play(mixed, 'cost:24');
+
   const ratio = stat(needed).meanSpares / predictive.meanSpares;
   const out: string[] = [];
   out.push(`Azure VM trace (Azure Public Dataset V1, CC-BY-4.0): learn on v1.train.txt, score on v1.dev.txt (${((dev.end - dev.start) / 86_400).toFixed(2)} days)`);
@@ -140,6 +187,7 @@ export async function run(args: string[]): Promise<void> {
   out.push(row(`static-share:${same}`, stat(same), 'same mean spares'));
   out.push(row(`static-share:${needed}`, stat(needed), 'smallest reaching the predictive hit rate'));
   out.push(row(perPoolSpec, hindsight, 'per pool, sized with hindsight'));
+  out.push(row(`predictive:${FILL} --budget ${azureBudget}`, budgeted, `half the mean spares; ${budgeted.budgetViolations} budget violations`));
   out.push('');
   out.push('per pool (predictive):');
   for (const p of predictive.pools) out.push(`  ${p.source.padEnd(4)} ${String(p.requests).padStart(7)} requests  warm ${pct(p.hitRate)}  mean target ${p.meanTarget.toFixed(1)}  mean spares ${p.meanSpares.toFixed(1)}`);
@@ -147,6 +195,19 @@ export async function run(args: string[]): Promise<void> {
   out.push(`sanity (flavor b alone): static 400 → ${pct(b400.hitRate)} warm, static 800 → ${pct(b800.hitRate)} (the issue: about 96 % and 99.99 %)`);
   out.push(`predictive hit ${pct(predictive.hitRate)} (target ≥ ${pct(TARGET.predictiveHit)}); static needs ${ratio.toFixed(2)}× the spares (target ≥ ${TARGET.sparesSavedRatio}); ${ratio >= TARGET.sparesSavedRatio && predictive.hitRate >= TARGET.predictiveHit ? 'targets met' : 'TARGETS MISSED'}`);
   out.push(`against per-pool static with hindsight: ${(hindsight.meanSpares / predictive.meanSpares).toFixed(2)}× the spares`);
+  out.push('');
+  out.push(`Generated fleet (seed ${MIXED.seed}): ${MIXED.sources} sources, learn ${MIXED.trainDays} days, score ${MIXED.scoredDays} days; ${mixed.dev.times.length} batches, ${mixedRequests} requests; copy ${LEAD_TIME_S} s`);
+  out.push(`${'policy'.padEnd(44)} ${'warm'.padStart(9)} ${'mean'.padStart(9)} ${'peak'.padStart(6)} ${'p99 s'.padStart(6)}  copies/request  discards`);
+  const mrow = (label: string, r: SimulationResult, note = '') => `${row(label, r)}  ${r.copiesPerRequest.toFixed(3).padStart(14)}  ${String(r.discards).padStart(8)}  ${note}`.trimEnd();
+  out.push(mrow(`predictive:${FILL}`, mPredictive));
+  out.push(mrow(`static-share:${m.same}`, mStat(m.same), 'same mean spares'));
+  out.push(mrow(`static-share:${m.needed}`, mStat(m.needed), 'smallest reaching the predictive hit rate'));
+  out.push(mrow(`predictive:${FILL} --budget ${mBudget}`, mBudgeted, 'half the mean spares'));
+  out.push(mrow('cost:24', mCost, 'a cold wait = 24 spare-hours'));
+  const mixedOk = mPredictive.meanSpares <= mStat(m.needed).meanSpares && mPredictive.copiesPerRequest <= TARGET.mixedCopiesPerRequest && violations === 0;
+  out.push(
+    `mixed: predictive ${mPredictive.meanSpares.toFixed(1)} mean spares ≤ static ${mStat(m.needed).meanSpares.toFixed(1)}; ${mPredictive.copiesPerRequest.toFixed(3)} copies per request (target ≤ ${TARGET.mixedCopiesPerRequest}); ${violations} bound or budget violations over every run (target 0); ${mixedOk ? 'targets met' : 'TARGETS MISSED'}`,
+  );
   out.push(
     JSON.stringify({
       predictive_hit: Math.round(predictive.hitRate * 1e5) / 1e5,
@@ -154,6 +215,11 @@ export async function run(args: string[]): Promise<void> {
       static_same_spares_hit: Math.round(stat(same).hitRate * 1e5) / 1e5,
       static_needed_for_same_hit_mean_spares: round2(stat(needed).meanSpares),
       spares_saved_ratio: round2(ratio),
+      mixed_predictive_hit: Math.round(mPredictive.hitRate * 1e5) / 1e5,
+      mixed_predictive_mean_spares: round2(mPredictive.meanSpares),
+      mixed_static_same_hit_mean_spares: round2(mStat(m.needed).meanSpares),
+      mixed_copies_per_request: Math.round(mPredictive.copiesPerRequest * 1e4) / 1e4,
+      budget_violations: violations,
     }),
   );
   console.log(out.join('\n'));

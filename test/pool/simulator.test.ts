@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError, costPolicy, staticPolicy } from '../../src/domain/index.js';
-import { batchSizes, fillRate, predictivePolicy, type PlanPolicy } from '../../src/pool/policy/index.js';
+import { batchSizes, fillRate, planPools, predictivePolicy, type PlanPolicy } from '../../src/pool/policy/index.js';
 import {
   busiestSources,
   demandBySource,
@@ -112,6 +112,36 @@ describe('simulator mechanics', () => {
   it('is deterministic', () => {
     const trace = syntheticTrace({ seed: 5, days: 1, batchesPerS: 0.05, sizes: [[1, 1], [4, 1]] });
     assert.deepEqual(run(trace, predictivePolicy(0.99)), run(trace, predictivePolicy(0.99)));
+  });
+});
+
+describe('sparse sources do not run away', () => {
+  // The four-line trace of issue 9: one request for `rare` after two in its training made 585 copies.
+  const train = parseCsvTrace('time_s,source\n100,busy\n5000,rare\n5040,rare\n200000,busy\n', 'train.csv');
+  const test = parseCsvTrace('time_s,source\n100,busy\n300000,rare\n400000,busy\n', 'test.csv');
+
+  it('makes a few copies for one request of a source seen twice', () => {
+    const sources = ['busy', 'rare'];
+    for (const policy of [predictivePolicy(0.99), predictivePolicy(0.9999), costPolicy(100)]) {
+      const r = simulate({ trace: test, sources, policyFor: () => policy, leadTimeS: 120, forecasts: trainForecasts(train, sources) });
+      const rare = r.pools.find((p) => p.source === 'rare')!;
+      assert.equal(rare.requests, 1);
+      // Two requests in its history within one lead time: it never holds more than two.
+      assert.ok(rare.peakSpares <= 2, `${policy.kind}: peak ${rare.peakSpares}`);
+      assert.ok(rare.copies <= 3, `${policy.kind}: ${rare.copies} copies for one request`);
+      assertAccounts(r);
+    }
+  });
+
+  it('holds no spare for a source silent for weeks, and its target names the rule that bound it', () => {
+    const quiet = parseCsvTrace(`time_s,source\n${60 * 86_400},busy\n`, 'quiet.csv');
+    const sources = ['rare'];
+    const r = simulate({ trace: { ...quiet, sources: ['busy', 'rare'] }, sources, policyFor: () => predictivePolicy(0.999), leadTimeS: 120, forecasts: trainForecasts(train, sources), seriesBucketS: 3600 });
+    assert.equal(r.pools[0]!.peakSpares, 0);
+    const f = trainForecasts(train, sources).get('rare')!;
+    const plan = planPools(60 * 86_400, [{ source: 'rare', policy: predictivePolicy(0.999), ready: 0, inFlight: 0, sizeBytes: 1, forecast: f, leadTimeS: 120 }]);
+    assert.equal(plan.targets.rare, 0);
+    assert.match(plan.pools[0]!.reason, /idle: 0|no request seen lately/);
   });
 });
 
