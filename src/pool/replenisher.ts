@@ -208,6 +208,12 @@ export class Replenisher extends EventEmitter<Events> {
     return n;
   }
 
+  private copiesMaking(imageId: string, pool: string): number {
+    let n = 0;
+    for (const c of this.inflight.values()) if (c.imageId === imageId && c.pool === pool) n++;
+    return n;
+  }
+
   copiesInFlight(): readonly InFlightCopy[] {
     return [...this.inflight.values()];
   }
@@ -337,7 +343,8 @@ export class Replenisher extends EventEmitter<Events> {
         source: pool.source,
         policy: pool.policy,
         ready: counts.ready,
-        inFlight: counts.making + queued,
+        // Counted in memory, not from the store's making rows: a copy just launched has no row yet.
+        inFlight: this.copiesMaking(image.id, pool.source) + queued,
         // Copies on their way to a waiting provision are not spares.
         waiting: this.waiting.get(image.id) ?? 0,
         sizeBytes: image.sizeBytes,

@@ -313,6 +313,13 @@ function curveUpTo(w: Working, upTo: number, cache: PlanCache): Float64Array {
   return full;
 }
 
+/** Warm requests per second the pool's last wanted spare buys (works out its fill curve). */
+function lastSpareValue(w: Working, cache: PlanCache): number {
+  const c = (w.curve = curveUpTo(w, w.wanted, cache));
+  const at = (s: number) => c[Math.max(0, s - w.scheduled)] ?? 0;
+  return w.wanted > 0 ? Math.max(0, w.fc.requestsPerS * (at(w.wanted) - at(w.wanted - 1))) : 0;
+}
+
 /** Seconds until the pool's supply runs out at its forecast request rate. */
 function timeToDry(supply: number, requestsPerS: number): number {
   if (supply <= 0) return 0;
@@ -358,18 +365,10 @@ export function planPools(now: number, pools: readonly PlanPoolInput[], options:
         if (a.reason !== 'within budget') work[i]!.reason.push(`${a.reason}: ${a.granted} of ${a.wanted}`);
       });
     } else {
-      work.forEach((w, i) => {
-        const c = curveUpTo(w, w.wanted, cache);
-        w.curve = c;
-        lastValue[i] = w.wanted > 0 ? Math.max(0, w.fc.requestsPerS * ((c[Math.max(0, w.wanted - w.scheduled)] ?? 0) - (c[Math.max(0, w.wanted - w.scheduled - 1)] ?? 0))) : 0;
-      });
+      work.forEach((w, i) => (lastValue[i] = lastSpareValue(w, cache)));
     }
   } else if (options.explain) {
-    work.forEach((w, i) => {
-      const c = curveUpTo(w, w.wanted, cache);
-      w.curve = c;
-      lastValue[i] = w.wanted > 0 ? Math.max(0, w.fc.requestsPerS * ((c[Math.max(0, w.wanted - w.scheduled)] ?? 0) - (c[Math.max(0, w.wanted - w.scheduled - 1)] ?? 0))) : 0;
-    });
+    work.forEach((w, i) => (lastValue[i] = lastSpareValue(w, cache)));
   }
 
   const rate = options.trimRate ?? TRIM_RATE;
