@@ -234,7 +234,13 @@ function policySizing(now: number, input: PlanPoolInput, cache: PlanCache): Size
   historyCap = Math.round(historyPeak(forecast, binStart, input.leadTimeS));
   if (!(fc.model.batches > 0) || historyCap === 0) {
     base = policy.min;
-    reason.push(fc.model.batches > 0 ? `no request seen lately: min ${base}` : `no demand seen: min ${base}`);
+    reason.push(
+      fc.model.batches > 0
+        ? `no request seen lately: min ${base}`
+        : forecast.requestsSeen > 0
+          ? `learning: ${requests(forecast.requestsSeen)} before the first ${forecast.options.binS / 60}-minute bin closed: min ${base}`
+          : `no demand seen: min ${base}`,
+    );
     return cache.keepSized(forecast, key, { fc, base, curve, historyCap, reason });
   }
   // The history bounds the curve: no pool needs more spares than the most requests it ever saw within a lead time.
