@@ -295,3 +295,73 @@ describe('forecast feeds the base stock', () => {
     assert.equal(plan.targets.p, baseStockLevel(model, 0.99, 0, 10_000).spares);
   });
 });
+
+describe('bounds: falling targets, trims, copies in flight, budget room', () => {
+  const fixed = (n: number) => staticPolicy(n, 50);
+
+  it('lets a lowered target fall by 10 % or 1 spare per 5 minutes, and trims down to it', () => {
+    const before = planPools(NOW, [pool('a', { policy: fixed(20), ready: 20 })]);
+    assert.equal(before.targets.a, 20);
+    // The min drops to 2: five minutes later the target is 20 − max(1, 2) = 18, and 2 spares go.
+    const after = planPools(NOW + 300, [pool('a', { policy: fixed(2), ready: 20 })], { previous: before });
+    const p = after.pools[0]!;
+    assert.deepEqual([p.granted, p.target, p.trim], [2, 18, 2]);
+    assert.deepEqual(after.trims, [{ source: 'a', copies: 2 }]);
+    assert.match(p.reason, /held at 18 while it falls to 2/);
+    // Planned every second it falls the same way (continuously: 10 % of what is left), not faster.
+    let plan = before;
+    for (let t = 1; t <= 300; t++) plan = planPools(NOW + t, [pool('a', { policy: fixed(2), ready: plan.pools[0]!.target })], { previous: plan });
+    assert.ok(plan.targets.a! >= 18 && plan.targets.a! <= 19, `planned every second: ${plan.targets.a} (20 · e^−0.1 = 18.1)`);
+  });
+
+  it('applies a lowered max at once', () => {
+    const before = planPools(NOW, [pool('a', { policy: fixed(20), ready: 20 })]);
+    const after = planPools(NOW + 1, [pool('a', { policy: staticPolicy(2, 5), ready: 20 })], { previous: before });
+    assert.deepEqual([after.targets.a, after.pools[0]!.trim], [5, 15]);
+  });
+
+  it('starts from what a pool holds when it has no previous plan (a restart throws nothing away at once)', () => {
+    const plan = planPools(NOW, [pool('a', { policy: fixed(2), ready: 12 })]);
+    assert.deepEqual([plan.pools[0]!.granted, plan.targets.a, plan.pools[0]!.trim], [2, 12, 0]);
+  });
+
+  it('never cuts copies in flight short, and keeps ready + in flight within max(target, waiting)', () => {
+    const before = planPools(NOW, [pool('a', { policy: fixed(10), ready: 0, inFlight: 10 })]);
+    const after = planPools(NOW + 3600, [pool('a', { policy: fixed(0), ready: 2, inFlight: 6 })], { previous: before });
+    const p = after.pools[0]!;
+    assert.equal(p.target, 6, 'held up by the six copies on their way');
+    assert.equal(p.trim, 2);
+    assert.deepEqual(after.starts, []);
+    // Waiting provisions: their copies count too, so refills stop at the target.
+    const waiting = planPools(NOW, [pool('b', { policy: fixed(4), ready: 0, inFlight: 5, waiting: 5 })]);
+    assert.deepEqual([waiting.pools[0]!.lacking, waiting.starts.length], [0, 0]);
+  });
+
+  it('starts refills only where the budget has room, counting spares and copies in flight for no one', () => {
+    const budget = { kind: 'copies', copies: 12 } as const;
+    const first = planPools(NOW, [pool('a', { policy: fixed(10), ready: 10 }), pool('b', { policy: fixed(0) })], { budget });
+    // a's min drops to 7 and b's rises to 5: both fit the budget, but a's spares fall gently and hold it meanwhile.
+    const b = pool('b', { policy: fixed(5), ready: 0, inFlight: 2, waiting: 2 });
+    const second = planPools(NOW + 1, [pool('a', { policy: fixed(7), ready: 10 }), b], { budget, previous: first });
+    assert.deepEqual(
+      second.pools.map((p) => [p.granted, p.target, p.lacking]),
+      [
+        [7, 10, 0],
+        [5, 5, 3],
+      ],
+    );
+    // Used: a's 10; b's copies in flight go to waiting provisions and do not count. Room for 2 of b's 3.
+    assert.equal(second.budgetUsed, 10);
+    assert.deepEqual(second.starts, [{ source: 'b', copies: 2 }]);
+    // Ten minutes on a has fallen to 8 (2 trimmed) and b's 2 are ready spares: 10 used, b lacks 3, room for 2.
+    const third = planPools(NOW + 601, [pool('a', { policy: fixed(7), ready: 8 }), pool('b', { policy: fixed(5), ready: 2, inFlight: 0 })], { budget, previous: second });
+    assert.equal(third.targets.a, 8);
+    assert.deepEqual(third.starts, [{ source: 'b', copies: 2 }]);
+  });
+
+  it('gives a blocked pool no slot and its slots to the others', () => {
+    const plan = planPools(NOW, [pool('a', { policy: fixed(3) }), pool('b', { policy: fixed(3) })], { freeSlots: 2, blocked: new Set(['a']) });
+    assert.deepEqual(plan.starts, [{ source: 'b', copies: 2 }]);
+    assert.equal(plan.pools[0]!.lacking, 3, 'a still lacks its copies');
+  });
+});

@@ -387,10 +387,13 @@ export function planPools(now: number, pools: readonly PlanPoolInput[], options:
     const granted = targets[i]!;
     const waiting = input.waiting ?? 0;
     // A lowered target falls gently from where it was; a raised one applies at once; max binds at once.
-    const prevHeld = before.get(input.source);
+    // A pool the previous plan did not know (a restart, a new pool) starts from what it holds now,
+    // so a restart never throws spares away in one go either.
+    const known = before.get(input.source);
+    const prevHeld = known ?? input.ready + Math.max(0, input.inFlight - waiting);
     let held = granted;
-    if (prevHeld !== undefined && prevHeld > granted) {
-      const fall = (elapsed * Math.max(rate.atLeast, rate.share * prevHeld)) / rate.everyS;
+    if (prevHeld > granted) {
+      const fall = known === undefined ? 0 : (elapsed * Math.max(rate.atLeast, rate.share * prevHeld)) / rate.everyS;
       held = Math.max(granted, prevHeld - fall);
     }
     held = Math.min(held, input.policy.max);
