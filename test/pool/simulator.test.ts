@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError, costPolicy, staticPolicy } from '../../src/domain/index.js';
-import { batchSizes, fillRate, planPools, predictivePolicy, type PlanPolicy } from '../../src/pool/policy/index.js';
+import { advance, batchSizes, fillRate, newForecast, observe, planPools, predictivePolicy, type PlanPolicy } from '../../src/pool/policy/index.js';
 import {
   busiestSources,
   demandBySource,
@@ -131,6 +131,30 @@ describe('sparse sources do not run away', () => {
       assert.ok(rare.copies <= 3, `${policy.kind}: ${rare.copies} copies for one request`);
       assertAccounts(r);
     }
+  });
+
+  it('bounds thin histories: a new source, one burst, and a sudden bigger burst', () => {
+    const plan = (f: ReturnType<typeof newForecast>, t: number) =>
+      planPools(t, [{ source: 's', policy: predictivePolicy(0.999), ready: 0, inFlight: 0, sizeBytes: 1, forecast: f, leadTimeS: 120 }]).pools[0]!;
+    // Never seen: its min.
+    const fresh = newForecast();
+    assert.deepEqual([plan(fresh, MONDAY).target, plan(fresh, MONDAY).reason], [0, 'no demand seen: min 0']);
+    // One burst of 12 requests within a minute, a day ago: never more than 12, however bursty it looks.
+    const f = newForecast();
+    for (let i = 0; i < 12; i++) observe(f, MONDAY + i * 5, 1);
+    for (const later of [600, 3600, 86_400]) {
+      advance(f, MONDAY + later);
+      const p = plan(f, MONDAY + later);
+      assert.ok(p.target <= 12, `${later} s after the burst: ${p.target} (${p.reason})`);
+      // The peak fades with a 14-day time constant: 12 · e^(−1/14) ≈ 11.2 a day later.
+      assert.equal(p.historyCap, Math.round(12 * Math.exp(-later / (14 * 86_400))));
+    }
+    // A bigger burst now: the cap follows the requests as they come.
+    for (let i = 0; i < 40; i++) observe(f, MONDAY + 86_400 + i, 1);
+    advance(f, MONDAY + 86_400 + 300);
+    const p = plan(f, MONDAY + 86_400 + 300);
+    assert.equal(p.historyCap, 40);
+    assert.ok(p.target > 12 && p.target <= 40, `${p.target} (${p.reason})`);
   });
 
   it('holds no spare for a source silent for weeks, and its target names the rule that bound it', () => {
