@@ -359,6 +359,15 @@ describe('bounds: falling targets, trims, copies in flight, budget room', () => 
     assert.deepEqual(third.starts, [{ source: 'b', copies: 2 }]);
   });
 
+  it('applies a lowered budget at once, taking spares from the pools held furthest above their grant', () => {
+    const plan = planPools(NOW, [pool('a', { policy: fixed(2), ready: 6 }), pool('b', { policy: fixed(2), ready: 2 })], { budget: { kind: 'copies', copies: 5 } });
+    assert.equal(plan.budgetUsed, 8);
+    assert.deepEqual(plan.trims, [{ source: 'a', copies: 3 }]);
+    assert.equal(plan.targets.a, 3);
+    assert.match(plan.pools[0]!.reason, /over the budget: 3 more spares removed now/);
+    assert.deepEqual(plan.starts, []);
+  });
+
   it('gives a blocked pool no slot and its slots to the others', () => {
     const plan = planPools(NOW, [pool('a', { policy: fixed(3) }), pool('b', { policy: fixed(3) })], { freeSlots: 2, blocked: new Set(['a']) });
     assert.deepEqual(plan.starts, [{ source: 'b', copies: 2 }]);

@@ -382,7 +382,7 @@ export function planPools(now: number, pools: readonly PlanPoolInput[], options:
   const elapsed = previous ? Math.max(0, now - previous.now) : 0;
   const before = new Map(previous?.pools.map((p) => [p.source, p.held]));
 
-  const plans: PoolPlan[] = work.map((w, i) => {
+  const plans: PoolPlan[] = work.map((w, i): PoolPlan => {
     const { input, fc } = w;
     const granted = targets[i]!;
     const waiting = input.waiting ?? 0;
@@ -437,7 +437,9 @@ export function planPools(now: number, pools: readonly PlanPoolInput[], options:
   const unit = (i: number) => (budget === null ? 0 : budget.kind === 'copies' ? 1 : work[i]!.input.sizeBytes);
   const budgetUsed =
     budget === null ? null : work.reduce((sum, w, i) => sum + (w.input.ready + Math.max(0, w.input.inFlight - (w.input.waiting ?? 0))) * unit(i), 0);
-  const headroom = budget === null ? Infinity : (budget.kind === 'copies' ? budget.copies : budget.bytes) - budgetUsed!;
+  const cap = budget === null ? Infinity : budget.kind === 'copies' ? budget.copies : budget.bytes;
+  if (budgetUsed !== null && budgetUsed > cap) overBudget(plans, work, budgetUsed - cap, unit);
+  const headroom = cap - (budgetUsed ?? 0);
   const blocked = options.blocked;
   const starts = orderStarts(
     plans.map((p) => (blocked?.has(p.source) ? { ...p, lacking: 0 } : p)),
@@ -453,6 +455,25 @@ export function planPools(now: number, pools: readonly PlanPoolInput[], options:
     budgetUsed,
     pools: plans,
   };
+}
+
+/**
+ * The spares already held exceed the budget (it was lowered, e.g. at a restart): like a lowered
+ * max, that applies at once. Ready spares go, beyond the trims planned, from the pools held
+ * furthest above what the budget grants them first; their targets come down with them.
+ */
+function overBudget(plans: PoolPlan[], work: readonly Working[], over: number, unit: (i: number) => number): void {
+  const order = plans.map((_, i) => i).sort((a, b) => plans[b]!.target - plans[b]!.granted - (plans[a]!.target - plans[a]!.granted));
+  for (const i of order) {
+    if (over <= 0) break;
+    const p = plans[i]!;
+    const { ready, inFlight } = work[i]!.input;
+    const k = Math.min(ready - p.trim, Math.ceil(over / Math.max(1, unit(i))));
+    if (k <= 0) continue;
+    const target = Math.max(p.granted, Math.min(p.target, ready - p.trim - k + inFlight));
+    plans[i] = { ...p, trim: p.trim + k, target, held: Math.min(p.held, target), reason: `${p.reason}; over the budget: ${k} more spare${k === 1 ? '' : 's'} removed now` };
+    over -= k * unit(i);
+  }
 }
 
 const sizesIds = new WeakMap<BatchSizes, number>();
