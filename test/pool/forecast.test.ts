@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { advance, forecastDemand, meanBatchSize, newForecast, observe, type ForecastState } from '../../src/pool/policy/index.js';
+import fc from 'fast-check';
+import { PEAK_WINDOWS_S, advance, forecastDemand, meanBatchSize, newForecast, observe, reviveForecast, type ForecastState } from '../../src/pool/policy/index.js';
 import { trainForecasts } from '../../src/pool/simulator/index.js';
 import { MONDAY, steadyForecast, syntheticTrace } from './synthetic.js';
 
@@ -103,5 +104,39 @@ describe('forecast', () => {
     const f = steadyForecast(30, 1);
     const bin = MONDAY + 86_400 + 600;
     assert.deepEqual(forecastDemand(f, bin + 1, 120), forecastDemand(f, bin + 299, 120));
+  });
+});
+
+describe('forecast state read back from storage', () => {
+  it('round-trips through JSON, upgrades a version 1 record, and refuses damaged ones', () => {
+    const f = steadyForecast(30, 2);
+    const back = reviveForecast(JSON.parse(JSON.stringify(f)));
+    assert.deepEqual(back, f);
+    const { peaks: _peaks, ...v1 } = { ...(JSON.parse(JSON.stringify(f)) as ForecastState), version: 1 };
+    const upgraded = reviveForecast(v1);
+    assert.equal(upgraded.version, 2);
+    assert.equal(upgraded.peaks.length, PEAK_WINDOWS_S.length);
+    assert.deepEqual(forecastDemand(upgraded, MONDAY + 2 * 86_400, 120), forecastDemand(f, MONDAY + 2 * 86_400, 120));
+    for (const bad of [null, 3, 'x', { ...f, version: 9 }, { ...f, levelRaw: 'a' }, { ...f, factors: [1, 2] }, { ...f, sizes: { '-1': 1 } }, { ...f, errSq: Infinity }]) {
+      assert.throws(() => reviveForecast(JSON.parse(JSON.stringify(bad)) as unknown), /./, JSON.stringify(bad)?.slice(0, 60));
+    }
+  });
+
+  it('never accepts a record it cannot use: any JSON either throws or gives a state that forecasts finite numbers', () => {
+    const f = JSON.parse(JSON.stringify(steadyForecast(30, 1))) as Record<string, unknown>;
+    fc.assert(
+      fc.property(fc.constantFrom(...Object.keys(f)), fc.jsonValue(), (key, value) => {
+        let state: ForecastState;
+        try {
+          state = reviveForecast({ ...f, [key]: value });
+        } catch (e) {
+          assert.ok(e instanceof TypeError || e instanceof RangeError, String(e));
+          return;
+        }
+        const d = forecastDemand(state, MONDAY + 86_400, 120);
+        assert.ok(Number.isFinite(d.requestsPerS) && d.requestsPerS >= 0 && Number.isFinite(d.model.dispersion));
+      }),
+      { numRuns: Number(process.env.PRESTAGE_PROPERTY_RUNS ?? 500) },
+    );
   });
 });

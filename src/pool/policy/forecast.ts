@@ -23,8 +23,8 @@
  *
  * Thin data is shrunk toward a prior everywhere a ratio is learned, so that one request after a
  * long silence cannot blow a number up: a seasonal factor moves toward batches / expected by a
- * step weighted by expected / (expected + 1), and the dispersion index from squared errors against forecasts with ten
- * batches' worth of Poisson behaviour added to both.
+ * step weighted by expected / (expected + 1), and the dispersion index is learned from squared
+ * errors against forecasts with ten batches' worth of Poisson behaviour added to both.
  *
  * The state is one plain JSON-serializable object, changed in place by `observe` (one batch)
  * and `advance` (closes the bins that ended); `forecastDemand` only reads it.
@@ -156,24 +156,32 @@ export function reviveForecast(raw: unknown): ForecastState {
   const r = raw as Record<string, unknown>;
   if (r.version !== 1 && r.version !== 2) throw new TypeError(`unknown version ${String(r.version)}`);
   const fresh = newForecast(typeof r.options === 'object' && r.options !== null ? (r.options) : {});
-  const num = (k: string) => {
+  // Every number kept is a time, a count, a rate or a weight: finite, and all but times ≥ 0.
+  const time = (k: string) => {
     const v = r[k];
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`${k} is not a finite number`);
     return v;
   };
+  const num = (k: string) => {
+    const v = time(k);
+    if (v < 0) throw new TypeError(`${k} is negative`);
+    return v;
+  };
   const nums = (k: string, n: number) => {
     const v = r[k];
-    if (!Array.isArray(v) || v.length !== n || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new TypeError(`${k} is not ${n} finite numbers`);
+    if (!Array.isArray(v) || v.length !== n || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0)) throw new TypeError(`${k} is not ${n} finite numbers ≥ 0`);
     return v as number[];
   };
   const sizes = r.sizes;
-  if (typeof sizes !== 'object' || sizes === null || !Object.entries(sizes).every(([k, w]) => Number(k) >= 1 && typeof w === 'number' && w >= 0)) throw new TypeError('sizes are not size → weight');
+  if (typeof sizes !== 'object' || sizes === null || Array.isArray(sizes) || !Object.entries(sizes).every(([k, w]) => Number.isSafeInteger(Number(k)) && Number(k) >= 1 && typeof w === 'number' && Number.isFinite(w) && w >= 0)) {
+    throw new TypeError('sizes are not size → weight');
+  }
   const peaks =
-    r.version === 2 && Array.isArray(r.peaks) && r.peaks.length === PEAK_WINDOWS_S.length && r.peaks.every((p) => Array.isArray(p) && p.length === 5 && p.every((x) => typeof x === 'number' && Number.isFinite(x)))
+    r.version === 2 && Array.isArray(r.peaks) && r.peaks.length === PEAK_WINDOWS_S.length && r.peaks.every((p) => Array.isArray(p) && p.length === 5 && p.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0))
       ? (r.peaks as [number, number, number, number, number][])
       : fresh.peaks;
-  const binStart = r.binStart === null ? null : num('binStart');
-  const lastAt = r.lastAt === null ? null : num('lastAt');
+  const binStart = r.binStart === null ? null : time('binStart');
+  const lastAt = r.lastAt === null ? null : time('lastAt');
   const state: ForecastState = {
     ...fresh,
     binStart,
@@ -195,6 +203,10 @@ export function reviveForecast(raw: unknown): ForecastState {
     lastSize: num('lastSize'),
     peaks,
   };
+  for (const [raw, weight] of [['levelRaw', 'levelWeight'], ['baseRaw', 'baseWeight']] as const) {
+    // A weight is 1 − (1 − α)ⁿ: at most 1, and the rate it divides must stay finite.
+    if (state[weight] > 1 || (state[weight] === 0 ? state[raw] !== 0 : !Number.isFinite(state[raw] / state[weight]))) throw new TypeError(`${raw} / ${weight} is not a rate`);
+  }
   state.published = batchSizes(Object.entries(state.sizes).map(([k, w]) => [Number(k), w] as const));
   return state;
 }
