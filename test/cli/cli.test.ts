@@ -336,7 +336,7 @@ describe('prestage against a running server', () => {
     const [header, row] = list.stdout.split('\n');
     assert.match(header!, /\sFILL\s+LAST SPARE\s+WHY$/);
     // One provision so far, within a forecast bin not yet closed: the cost rule may not have demand to weigh yet.
-    assert.match(row!, /^base\s+base@1\s+cost 3 h 2\.\.4\s+\d+\s.*\s[0-9.]+\/h\s+(cost: a cold wait = 3 spare-hours → \d+|no demand seen: min 2|no request seen lately: min 2)/);
+    assert.match(row!, /^base\s+base@1\s+cost 3 h 2\.\.4\s+\d+\s.*\s[0-9.]+\/h\s+(cost: a cold wait = 3 spare-hours → \d+|no demand seen: min 2|no request seen lately: min 2|learning: \d+ requests? before the first 5-minute bin closed: min 2)/);
 
     const cases: { args: string[]; says: RegExp }[] = [
       { args: ['--cost', '0'], says: /--cost <hours>.*'0' is invalid.*more than 0 and at most 8760, e\.g\. 2/ },
