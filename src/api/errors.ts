@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errnoCode, isPrestageError, type ErrorCode } from '../domain/index.js';
 
 /** Each domain error code has one HTTP status; this table is the only place that says which. */
@@ -38,4 +38,9 @@ export function installErrorHandling(app: FastifyInstance): void {
     return reply.status(500).send(errorBody('PRESTAGE_INTERNAL', `internal error: ${err.message}`));
   });
   app.setNotFoundHandler((req, reply) => reply.status(404).send(errorBody('PRESTAGE_NOT_FOUND', `no route ${req.method} ${req.url}`)));
+}
+
+/** What the framework refuses before any route runs (a bad percent-encoding in the path): a 400 of the catalogue. */
+export function answerFrameworkError(err: FastifyError, _req: FastifyRequest, reply: FastifyReply): void {
+  void reply.code(400).send(errorBody('PRESTAGE_INPUT', err.message));
 }

@@ -6,7 +6,8 @@ import type { Copy, Image, Store } from '../domain/index.js';
 import { shortageText, type Replenisher } from '../pool/index.js';
 import type { HostService, ImageService, PoolService, ProvisioningService, TemplateService, TemplateView } from '../service/index.js';
 import { MISS_COST_LIMIT, TemplateSpecBody, type TemplateBuild } from '../domain/index.js';
-import { installErrorHandling } from './errors.js';
+import { answerFrameworkError, installErrorHandling } from './errors.js';
+import { installValidation } from './validation.js';
 import {
   CopySchema,
   ErrorSchema,
@@ -57,9 +58,10 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance,
     bodyLimit: 1 << 20,
-    // Unknown fields are a mistake to report, not to drop silently.
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
+    // Errors the framework finds before a route runs (a bad percent-encoding) answer in the catalogue's shape too.
+    frameworkErrors: answerFrameworkError,
   }).withTypeProvider<TypeBoxTypeProvider>();
+  installValidation(app);
   await app.register(swagger, {
     openapi: {
       info: { title: 'prestage', version: deps.info.version, description: 'Golden images, warm pools and instant provisioning.' },
@@ -223,7 +225,14 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   );
   app.post(
     '/v1/hosts/:id/key',
-    { schema: { summary: "Rotate the host's TLS-PSK key", params: HostParam, response: { 200: KeySchema, ...errors(404) } } },
+    {
+      // No body, or an empty object: anything else is a mistake to report, not a rotation.
+      schema: { summary: "Rotate the host's TLS-PSK key", params: HostParam, body: Type.Object({}, { additionalProperties: false }), response: { 200: KeySchema, ...errors(400, 404) } },
+      preValidation: (req, _reply, done) => {
+        req.body ??= {};
+        done();
+      },
+    },
     (req) => hosts.rotateKey(req.params.id),
   );
   app.post(
@@ -255,7 +264,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
         response: { 201: Type.Object({ template: { $ref: 'Template#' }, build: { $ref: 'TemplateBuild#' } }), ...errors(400, 404, 409, 422, 507) },
       },
       // The schema documents the body; validateTemplateSpec checks it, naming every field at fault.
-      validatorCompiler: () => (value: unknown) => ({ value }),
+      validatorCompiler: () => (value: unknown) =>
+        typeof value === 'object' && value !== null && !Array.isArray(value) ? { value } : { error: new Error('body must be a template spec (a JSON object)') },
       bodyLimit: 64 << 20,
     },
     async (req, reply) => {

@@ -101,7 +101,11 @@ export class PoolService {
           ? costPolicy(missCostOf(input, existing?.policy), min, max)
           : staticPolicy(min, max);
     // Checked here so a bad event is refused now, not skipped by every refill pass.
-    for (const raw of input.prewarm ?? []) parsePrewarmEvent(`${normalized}:${raw}`, {}, 'prewarm');
+    for (const raw of input.prewarm ?? []) {
+      const event = parsePrewarmEvent(`${normalized}:${raw}`, {}, 'prewarm');
+      // An event asks for spares the pool will hold: more than its max could never be met.
+      if (event.count > policy.max) throw new InputError(`prewarm: '${raw}' asks for ${event.count} spares, more than the pool's max of ${policy.max}`, { field: 'prewarm' });
+    }
     const pool = await this.store.upsertPool(normalized, policy, { type: 'pool.set', subject: normalized, data: { ...policy, ...(input.prewarm && { prewarm: input.prewarm }) } }, input.prewarm);
     this.replenisher.poke(true);
     return this.view(pool);

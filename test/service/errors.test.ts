@@ -10,7 +10,7 @@ import { snapshot, volumeFiles } from '../helpers/snapshot.js';
 type Err = { error: { code: string; message: string } };
 
 /** Each bad request gets its status and code, a message, and changes nothing a user can see. */
-async function refused(t: TestApp, method: 'POST' | 'PUT' | 'DELETE' | 'GET', url: string, body: unknown, status: number, code: string, message?: RegExp): Promise<void> {
+async function refused(t: TestApp, method: 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'GET', url: string, body: unknown, status: number, code: string, message?: RegExp): Promise<void> {
   const before = await snapshot(t);
   const r = await t.call<Err>(method, url, body);
   assert.equal(r.status, status, `${method} ${url} ${JSON.stringify(body)} → ${JSON.stringify(r.body)}`);
@@ -59,6 +59,37 @@ describe('bad input gets a clear error and changes nothing', () => {
     await refused(t, 'POST', '/v1/hosts', { id: 'h2', mac: 'zz:54:00:00:00:01' }, 400, 'PRESTAGE_INPUT', /MAC/);
     await refused(t, 'POST', '/v1/hosts/h1/provision', {}, 400, 'PRESTAGE_INPUT');
     await refused(t, 'POST', '/v1/hosts/h1/provision', { source: 'good@x' }, 400, 'PRESTAGE_INPUT');
+  });
+
+  it('wrong types are refused, never coerced into a change', async () => {
+    const wrong: [Parameters<typeof refused>[1], string, unknown][] = [
+      ['POST', '/v1/images', { name: 123, path: join(dir, 'good.raw') }],
+      ['POST', '/v1/images', { name: true, path: join(dir, 'good.raw') }],
+      ['POST', '/v1/hosts', { id: ['h'] }],
+      ['POST', '/v1/hosts/h1/provision', { source: ['good'] }],
+      ['PUT', '/v1/pools/good', { min: null }],
+      ['PUT', '/v1/pools/good', { min: true }],
+      ['PUT', '/v1/pools/good', { fillRate: '0.9' }],
+      ['PUT', '/v1/pools/good', { prewarm: '1@09:00' }],
+      ['POST', '/v1/templates', null],
+      ['POST', '/v1/templates', [1]],
+      ['POST', '/v1/hosts/h1/key', []],
+      ['POST', '/v1/hosts/h1/key', 42],
+      ['POST', '/v1/hosts/h1/key', { rotate: true }],
+    ];
+    for (const [method, url, body] of wrong) await refused(t, method, url, body, 400, 'PRESTAGE_INPUT');
+    await refused(t, 'PATCH', '/v1/hosts/h1/vars', { x: 1 }, 400, 'PRESTAGE_INPUT');
+    // The JSON text `null` itself (t.call would send no body at all).
+    const before = await snapshot(t);
+    const nul = await t.app.http.inject({ method: 'POST', url: '/v1/templates', payload: 'null', headers: { 'content-type': 'application/json' } });
+    assert.deepEqual([nul.statusCode, nul.json<Err>().error.code], [400, 'PRESTAGE_INPUT']);
+    assert.deepEqual(await snapshot(t), before);
+  });
+
+  it('a pre-warm event larger than the pool can hold, and a bad path encoding, get the catalogue 400', async () => {
+    await refused(t, 'PUT', '/v1/pools/good', { prewarm: ['999999999@09:00'] }, 400, 'PRESTAGE_INPUT', /more than the pool's max of 2/);
+    const bad = await t.call<Err>('GET', '/v1/pools/%zz');
+    assert.deepEqual([bad.status, bad.body.error.code], [400, 'PRESTAGE_INPUT']);
   });
 
   it('unknown names', async () => {
