@@ -31,6 +31,7 @@ import {
   type StoreSpace,
   type VolumeDriver,
 } from '../../domain/index.js';
+import { QCOW2_HEADER_BYTES, QCOW2_MAGIC, checkQcow2Header } from './qcow2-header.js';
 import { CopyWorkers } from './copy-workers.js';
 import { VERIFY_FAILED, type Job, type JobResults } from './jobs.js';
 
@@ -51,7 +52,6 @@ export interface FileCopy extends MadeCopy {
   readonly verified: 'full' | 'sample';
 }
 
-const QCOW2_MAGIC = Buffer.from('QFI\xfb', 'latin1');
 const IMAGE_NAME = /^[0-9a-f]{64}\.raw$/;
 /** Copy ids become file names: no separators, no dot files, nothing a shell would trip on. */
 const COPY_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -323,7 +323,8 @@ export class FileDriver implements VolumeDriver {
   private async inspect(path: string): Promise<'raw' | 'qcow2'> {
     const bad = (why: string, e?: unknown): BadImageError => new BadImageError(`${path}: ${why}`, { path }, { cause: e });
     let size: number;
-    const magic = Buffer.alloc(4);
+    const head = Buffer.alloc(QCOW2_HEADER_BYTES);
+    let got = 0;
     try {
       const st = await fs.stat(path);
       if (!st.isFile()) throw bad('not a regular file');
@@ -331,7 +332,7 @@ export class FileDriver implements VolumeDriver {
       size = st.size;
       const fh = await fs.open(path, 'r');
       try {
-        await fh.read(magic, 0, 4, 0);
+        ({ bytesRead: got } = await fh.read(head, 0, head.length, 0));
       } finally {
         await fh.close();
       }
@@ -340,7 +341,13 @@ export class FileDriver implements VolumeDriver {
       const code = errnoCode(e);
       throw bad(code === 'ENOENT' ? 'no such file' : `cannot read it (${code ?? String(e)})`, e);
     }
-    if (magic.equals(QCOW2_MAGIC)) return 'qcow2';
+    if (got >= 4 && head.subarray(0, 4).equals(QCOW2_MAGIC)) {
+      // Before qemu-img opens it: a backing file or an external data file would have it open
+      // something else (a local file, a URL, a port) on the uploader's behalf.
+      const verdict = checkQcow2Header(head.subarray(0, got));
+      if (!verdict.ok) throw bad(verdict.reason);
+      return 'qcow2';
+    }
     if (size % 512 !== 0) throw bad(`${size} bytes is not a multiple of 512: the file looks truncated`);
     return 'raw';
   }
