@@ -1,4 +1,4 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
@@ -75,7 +75,9 @@ export class PrestageApp {
     this.stateValue = 'STARTING';
     const { config, logger } = this;
     try {
-      await mkdir(config.dataDir, { recursive: true });
+      // Keys, the database and every disk live here: nobody but the service's user reads them.
+      await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+      await chmod(config.dataDir, 0o700);
       const store = await openSqliteStore({ file: join(config.dataDir, 'state.db') });
       this.storeValue = store;
       this.onStop('store', () => store.close());

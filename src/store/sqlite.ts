@@ -1,3 +1,4 @@
+import { chmodSync, closeSync, openSync } from 'node:fs';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, SqliteDialect, type SqliteDatabase } from 'kysely';
 import type { Database } from './schema.js';
@@ -15,6 +16,11 @@ export interface SqliteStoreOptions {
  * of the process (the WAL is in the OS cache); only a power loss may roll back the last ones.
  */
 export async function openSqliteStore(opts: SqliteStoreOptions): Promise<KyselyStore> {
+  if (opts.file !== ':memory:') {
+    // The database holds every host's key: 0600 before SQLite opens it (its WAL and shm files take the same mode).
+    closeSync(openSync(opts.file, 'a', 0o600));
+    chmodSync(opts.file, 0o600);
+  }
   const sqlite = new BetterSqlite3(opts.file);
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('synchronous = NORMAL');

@@ -48,7 +48,7 @@ describe('provisioning with real files', () => {
   it('imports content-addressed and sealed read-only, sha256 of the file', async () => {
     assert.equal(golden.sha256, await sha256File(src));
     assert.equal(golden.ref, 'small@1');
-    assert.equal((await stat(golden.volume)).mode & 0o777, 0o444);
+    assert.equal((await stat(golden.volume)).mode & 0o777, 0o400);
   });
 
   it('200 concurrent provisions against a pool of 200 hand out 200 distinct warm copies', async () => {
@@ -117,7 +117,7 @@ describe('provisioning with real files', () => {
       n += hosts.length;
     }
     assert.equal(await sha256File(golden.volume), golden.sha256);
-    assert.equal((await stat(golden.volume)).mode & 0o777, 0o444);
+    assert.equal((await stat(golden.volume)).mode & 0o777, 0o400);
     const events = await t.call<{ type: string }[]>('GET', '/v1/events?limit=10000');
     assert.ok(events.body.filter((e) => e.type === 'host.mapped').length >= 1000);
   });

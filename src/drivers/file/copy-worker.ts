@@ -250,7 +250,7 @@ function importFile(id: number, job: ImportJob): ImportResult {
     const hash = createHash('sha256');
     readThrough(src, size, progress, { dstFd: dst, hash });
     fs.fsyncSync(dst);
-    fs.fchmodSync(dst, 0o444); // sealed: an image never changes after import
+    fs.fchmodSync(dst, 0o400); // sealed: an image never changes after import, and only its owner reads it
     const allocatedBytes = fs.fstatSync(dst).blocks * 512;
     fs.closeSync(dst);
     dst = undefined;

@@ -1,7 +1,7 @@
 /**
  * The file volume driver: volumes are plain files under one data directory.
  *
- *   DATA/images/<sha256>.raw          golden images, content-addressed, sealed 0444
+ *   DATA/images/<sha256>.raw          golden images, content-addressed, sealed 0400 (read by the service only)
  *   DATA/copies/<copyId>.raw          finished copies (complete, flushed, verified)
  *   DATA/copies/<copyId>.raw.partial  copies being made (or left by a crash: reconcile removes them)
  *   DATA/tmp/                         imports and qcow2 conversions in progress
@@ -127,7 +127,7 @@ export class FileDriver implements VolumeDriver {
     const dataDir = resolve(opts.dataDir);
     const probe = join(dataDir, 'tmp', `.probe-${randomUUID()}`);
     try {
-      for (const sub of ['images', 'copies', 'tmp']) await fs.mkdir(join(dataDir, sub), { recursive: true });
+      for (const sub of ['images', 'copies', 'tmp']) await fs.mkdir(join(dataDir, sub), { recursive: true, mode: 0o700 });
       await fs.writeFile(probe, '');
       await fs.unlink(probe);
     } catch (e) {

@@ -30,7 +30,7 @@ export interface CopyResult {
   readonly verified: 'full' | 'sample';
 }
 
-/** Stream `source` into `tmp` (O_EXCL), keeping holes, hashing every byte; sealed 0444. */
+/** Stream `source` into `tmp` (O_EXCL), keeping holes, hashing every byte; sealed 0400. */
 export interface ImportJob {
   readonly kind: 'import';
   readonly source: string;
