@@ -41,6 +41,13 @@ export interface NbdServerOptions {
   readonly maxInFlightBytes?: number;
   /** How long stop() lets clients finish their requests before cutting them off. Default 10 000 ms. */
   readonly stopTimeoutMs?: number;
+  /** Connections open at once, all clients together; more are closed at once. Default 1024. */
+  readonly maxConnections?: number;
+  /**
+   * Connections open at once from one address (before TLS says who it is, the address is all a
+   * server knows): one client opening thousands cannot crowd out the others. Default 64.
+   */
+  readonly maxConnectionsPerAddress?: number;
   /** Default: no logging. */
   readonly logger?: Logger;
 }
@@ -82,6 +89,8 @@ interface CompiledOptions extends ConnectionLimits {
   readonly tls: TlsSetup | undefined;
   readonly maxOptionLength: number;
   readonly stopTimeoutMs: number;
+  readonly maxConnections: number;
+  readonly maxConnectionsPerAddress: number;
 }
 
 interface ServedExport extends DeviceExport {
@@ -108,6 +117,8 @@ function compile(o: NbdServerOptions): Readonly<CompiledOptions> {
     maxInFlight: int('maxInFlight', o.maxInFlight ?? 64, 1),
     maxInFlightBytes: int('maxInFlightBytes', o.maxInFlightBytes ?? 64 * MiB, 1),
     stopTimeoutMs: int('stopTimeoutMs', o.stopTimeoutMs ?? 10_000, 0),
+    maxConnections: int('maxConnections', o.maxConnections ?? 1024, 1),
+    maxConnectionsPerAddress: int('maxConnectionsPerAddress', o.maxConnectionsPerAddress ?? 64, 1),
   });
 }
 
@@ -146,6 +157,9 @@ export class NbdServer {
   /** Names being opened by addExport(), so two calls cannot both take one name. */
   private readonly opening = new Set<string>();
   private readonly connections = new Set<NbdConnection<ServedExport>>();
+  /** Open connections per remote address. */
+  private readonly perAddress = new Map<string, number>();
+  private refused = 0;
   private server: Server | undefined;
   private stateValue: NbdServerState = 'INITIALIZED';
   private stopping: Promise<void> | undefined;
@@ -268,6 +282,16 @@ export class NbdServer {
       socket.destroy();
       return;
     }
+    const address = socket.remoteAddress ?? '';
+    const fromAddress = this.perAddress.get(address) ?? 0;
+    if (this.connections.size >= this.options.maxConnections || fromAddress >= this.options.maxConnectionsPerAddress) {
+      // Closed before a byte is sent: refusing costs the server nothing but the accept.
+      this.refused++;
+      if (this.refused === 1 || this.refused % 1000 === 0) this.log?.warn({ remote: address, open: this.connections.size, fromAddress, refused: this.refused }, 'nbd connection refused: too many open');
+      socket.destroy();
+      return;
+    }
+    this.perAddress.set(address, fromAddress + 1);
     const tlsOn = this.options.tls !== undefined;
     const visible = (identity: string | null, e: ServedExport) => !tlsOn || e.hostId === identity;
     const config: HandshakeConfig<ServedExport> = {
@@ -283,6 +307,16 @@ export class NbdServer {
     const log = this.log?.child({ conn: ++this.connectionCount, remote: `${socket.remoteAddress}:${socket.remotePort}` });
     const conn = new NbdConnection(socket, new Handshake(config), this.options.tls, this.options, log);
     this.connections.add(conn);
-    void conn.closed.then(() => this.connections.delete(conn));
+    void conn.closed.then(() => {
+      this.connections.delete(conn);
+      const left = (this.perAddress.get(address) ?? 1) - 1;
+      if (left > 0) this.perAddress.set(address, left);
+      else this.perAddress.delete(address);
+    });
+  }
+
+  /** Connections closed at accept because a cap was reached, since the start. */
+  get connectionsRefused(): number {
+    return this.refused;
   }
 }
