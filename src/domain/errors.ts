@@ -72,3 +72,9 @@ export function errnoCode(e: unknown): string | undefined {
   const { code } = e;
   return typeof code === 'string' ? code : undefined;
 }
+
+/** Out of space: our NoSpaceError, or a system error of a full disk or an exhausted quota. */
+export function isNoSpace(e: unknown): boolean {
+  const code = errnoCode(e);
+  return code === 'PRESTAGE_NO_SPACE' || code === 'ENOSPC' || code === 'EDQUOT';
+}

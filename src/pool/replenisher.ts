@@ -4,6 +4,7 @@ import {
   NoSpaceError,
   errnoCode,
   formatBytes,
+  isNoSpace,
   isPrestageError,
   newId,
   parseSourceSpec,
@@ -402,7 +403,7 @@ export class Replenisher extends EventEmitter<Events> {
   /** Starts a copy if the store has room for it: its bytes are reserved first, released when it ends. */
   private async startCopy(image: Image, pool: string | null, onDemand: boolean): Promise<SpaceVerdict> {
     const id = newId('c');
-    const v = await this.space.reserve(id, image, pool ?? `${image.name}@${image.version}`, onDemand);
+    const v = await this.space.reserve(id, image, spaceSource(image, pool), onDemand);
     if (!v.ok) return v;
     if (this.stateValue !== 'RUNNING') {
       this.space.release(id);
@@ -490,7 +491,7 @@ export class Replenisher extends EventEmitter<Events> {
       this.space.release(entry.copyId);
       if (isNoSpace(e)) {
         // Not a back-off: the pool is short of space and tries again as soon as space is freed.
-        await this.space.ranOut(image, pool ?? `${image.name}@${image.version}`, entry.onDemand).catch((err: unknown) => log.error({ err }, 'free space unreadable'));
+        await this.space.ranOut(image, spaceSource(image, pool), entry.onDemand).catch((err: unknown) => log.error({ err }, 'free space unreadable'));
       } else if (pool !== null) {
         const prev = this.backoff.get(pool);
         const delayMs = Math.min(60_000, prev ? prev.delayMs * 2 : this.retryBaseMs);
@@ -502,7 +503,7 @@ export class Replenisher extends EventEmitter<Events> {
   }
 }
 
-function isNoSpace(e: unknown): boolean {
-  const code = errnoCode(e);
-  return code === 'PRESTAGE_NO_SPACE' || code === 'ENOSPC' || code === 'EDQUOT';
+/** What the space gate files a copy's shortage under: its pool, or the image for an on-demand copy without one. */
+function spaceSource(image: Image, pool: string | null): string {
+  return pool ?? `${image.name}@${image.version}`;
 }

@@ -24,6 +24,7 @@ import {
   PrestageError,
   UnavailableError,
   errnoCode,
+  isNoSpace,
   type Image,
   type ImportedVolume,
   type MadeCopy,
@@ -55,7 +56,6 @@ export interface FileCopy extends MadeCopy {
 const IMAGE_NAME = /^[0-9a-f]{64}\.raw$/;
 /** Copy ids become file names: no separators, no dot files, nothing a shell would trip on. */
 const COPY_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);
 /**
  * What a reflink copy takes before it is ready. A clone shares every block with its image, so up
  * front it costs only extent and refcount records; its own blocks come as its host writes, after
@@ -383,7 +383,7 @@ export class FileDriver implements VolumeDriver {
     if (e instanceof PrestageError) return e;
     const code = errnoCode(e);
     const message = e instanceof Error ? e.message : String(e);
-    if (code !== undefined && NO_SPACE.has(code)) {
+    if (isNoSpace(e)) {
       return new NoSpaceError(`${what}: no space left in ${this.dataDir}`, { ...details, errno: code }, { cause: e });
     }
     if (code === VERIFY_FAILED) return new PrestageError('PRESTAGE_INTERNAL', `${what}: verification failed: ${message}`, details, { cause: e });

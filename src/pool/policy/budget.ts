@@ -31,6 +31,16 @@ export function parseBudget(raw: string, field = 'budget'): Budget {
   }
 }
 
+/** Budget units the budget holds: copies, or bytes; Infinity without a budget. */
+export function budgetCap(b: Budget | null): number {
+  return b === null ? Infinity : b.kind === 'copies' ? b.copies : b.bytes;
+}
+
+/** Budget units one copy of `sizeBytes` uses: 1 in a budget of copies, its bytes in one of bytes; 0 without a budget. */
+export function budgetUnits(b: Budget | null, sizeBytes: number): number {
+  return b === null ? 0 : b.kind === 'copies' ? 1 : sizeBytes;
+}
+
 export function formatBudget(b: Budget): string {
   return b.kind === 'copies' ? `${b.copies} copies` : `${b.bytes} bytes`;
 }

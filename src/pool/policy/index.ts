@@ -32,7 +32,7 @@ export {
   type ForecastState,
 } from './forecast.js';
 export { parsePrewarmEvent, prewarmEvent, prewarmLeadS, scheduledBoost, type PrewarmEvent, type ScheduledBoost } from './schedule.js';
-export { allocateBudget, formatBudget, parseBudget, type Allocation, type AllocationRequest, type Budget } from './budget.js';
+export { allocateBudget, budgetCap, budgetUnits, formatBudget, parseBudget, type Allocation, type AllocationRequest, type Budget } from './budget.js';
 export {
   PlanCache,
   planPools,

@@ -4,7 +4,7 @@
  * no clock (`now` is an argument), so what the simulator shows is what the service would do.
  */
 import { targetSpares, type PoolPolicy } from '../../domain/index.js';
-import { allocateBudget, type Budget } from './budget.js';
+import { allocateBudget, budgetCap, budgetUnits, type Budget } from './budget.js';
 import { baseStockLevel, type BaseStock, type BatchSizes, type DemandModel } from './demand.js';
 import { forecastDemand, historyPeak, type DemandForecast, type ForecastState } from './forecast.js';
 import { scheduledBoost, type PrewarmEvent } from './schedule.js';
@@ -345,9 +345,9 @@ export function planPools(now: number, pools: readonly PlanPoolInput[], options:
   const targets = work.map((w) => w.wanted);
   const lastValue: (number | null)[] = work.map(() => null);
   const budget = options.budget ?? null;
+  const cost = (w: Working) => budgetUnits(budget, w.input.sizeBytes);
+  const cap = budgetCap(budget);
   if (budget) {
-    const cost = (w: Working) => (budget.kind === 'copies' ? 1 : w.input.sizeBytes);
-    const cap = budget.kind === 'copies' ? budget.copies : budget.bytes;
     const requested = work.reduce((s, w) => s + w.wanted * cost(w), 0);
     if (requested > cap) {
       for (const w of work) w.curve = curveUpTo(w, w.wanted, cache);
@@ -434,10 +434,8 @@ export function planPools(now: number, pools: readonly PlanPoolInput[], options:
   });
 
   // The budget caps spares: ready ones and copies in flight beyond those promised to waiting provisions.
-  const unit = (i: number) => (budget === null ? 0 : budget.kind === 'copies' ? 1 : work[i]!.input.sizeBytes);
-  const budgetUsed =
-    budget === null ? null : work.reduce((sum, w, i) => sum + (w.input.ready + Math.max(0, w.input.inFlight - (w.input.waiting ?? 0))) * unit(i), 0);
-  const cap = budget === null ? Infinity : budget.kind === 'copies' ? budget.copies : budget.bytes;
+  const unit = (i: number) => cost(work[i]!);
+  const budgetUsed = budget === null ? null : work.reduce((sum, w) => sum + (w.input.ready + Math.max(0, w.input.inFlight - (w.input.waiting ?? 0))) * cost(w), 0);
   if (budgetUsed !== null && budgetUsed > cap) overBudget(plans, work, budgetUsed - cap, unit);
   const headroom = cap - (budgetUsed ?? 0);
   const blocked = options.blocked;

@@ -17,6 +17,8 @@
 import {
   PlanCache,
   advance,
+  budgetCap,
+  budgetUnits,
   type Plan,
   newForecast,
   observe,
@@ -273,17 +275,16 @@ export function simulate(o: SimulationOptions): SimulationResult {
   let lastPlan: Plan | null = null;
   let budgetViolations = 0;
   const budget = o.budget ?? null;
-  const unitOf = (p: PoolSim) => (budget?.kind === 'bytes' ? p.sizeBytes : 1);
-  const budgetCap = budget === null ? Infinity : budget.kind === 'copies' ? budget.copies : budget.bytes;
+  const cap = budgetCap(budget);
   /** The sizing bounds, checked after every event. */
   const check = () => {
     let used = 0;
     for (const p of pools) {
       const inFlight = p.inFlight + p.queued;
       if (p.ready + inFlight > Math.max(p.target, p.waiting)) p.violations++;
-      used += (p.ready + Math.max(0, inFlight - p.waiting)) * unitOf(p);
+      used += (p.ready + Math.max(0, inFlight - p.waiting)) * budgetUnits(budget, p.sizeBytes);
     }
-    if (used > budgetCap) budgetViolations++;
+    if (used > cap) budgetViolations++;
   };
 
   const start = trace.start;
