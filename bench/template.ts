@@ -259,7 +259,7 @@ const hostVars = (i: number) => ({
 
 /** The host's own per-host documents, with its credentials, while it is mapped. */
 async function checkPerHost(api: Api, host: string, vars: ReturnType<typeof hostVars>): Promise<string[]> {
-  const { key } = await api.call<{ key: string }>('GET', `/v1/hosts/${host}/key`);
+  const { secret: key } = await api.call<{ secret: string }>('GET', `/v1/hosts/${host}/meta-credential`);
   const get = async (doc: string, user = host, secret = key) => {
     const r = await fetch(`http://${api.host}:${api.port}/v1/meta/${host}/${doc}`, { headers: { authorization: `Basic ${Buffer.from(`${user}:${secret}`).toString('base64')}` } });
     return { status: r.status, text: await r.text() };
@@ -269,8 +269,8 @@ async function checkPerHost(api: Api, host: string, vars: ReturnType<typeof host
   if (meta.status !== 200 || !meta.text.includes(`local-hostname: ${vars.hostname}`)) problems.push(`meta-data: HTTP ${meta.status} ${JSON.stringify(meta.text.slice(0, 100))}`);
   const net = await get('network-config');
   if (net.status !== 200 || !net.text.includes(vars.address)) problems.push(`network-config: HTTP ${net.status} ${JSON.stringify(net.text.slice(0, 100))}`);
-  const wrong = await get('meta-data', host, '00'.repeat(32));
-  if (wrong.status !== 401) problems.push(`meta-data with a wrong key: HTTP ${wrong.status}, expected 401`);
+  const wrong = await get('meta-data', host, '00'.repeat(16));
+  if (wrong.status !== 401) problems.push(`meta-data with a wrong credential: HTTP ${wrong.status}, expected 401`);
   return problems;
 }
 

@@ -32,6 +32,8 @@ export function errorMessage(reply: Reply): string {
  */
 export class Api {
   private readonly agent: http.Agent;
+  /** Sent as a bearer token once known (the server writes its admin token on its first start). */
+  token: string | undefined;
 
   constructor(
     readonly host: string,
@@ -43,7 +45,10 @@ export class Api {
 
   request<T = unknown>(method: string, path: string, body?: unknown): Promise<Reply<T>> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    const headers: http.OutgoingHttpHeaders = payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+    const headers: http.OutgoingHttpHeaders = {
+      ...(this.token !== undefined && { authorization: `Bearer ${this.token}` }),
+      ...(payload !== undefined && { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
+    };
     return new Promise((resolve, reject) => {
       const t0 = performance.now();
       const req = http.request({ host: this.host, port: this.port, method, path, headers, agent: this.agent }, (res) => {

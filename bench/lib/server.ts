@@ -1,3 +1,4 @@
+import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, open, rm } from 'node:fs/promises';
@@ -87,6 +88,8 @@ export async function startServer(o: ServerOptions): Promise<Server> {
     '--log-level', 'warn',
     '--copy-concurrency', String(o.copyConcurrency ?? 2),
     '--nbd-listen', `127.0.0.1:${nbdPort}`,
+    // Benchmarks import their generated images from the temp directory, on the server's disk.
+    '--import-dir', tmpdir(),
   ];
   const child = spawn(process.execPath, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | string>((r) => child.once('exit', (code, signal) => r(code ?? signal ?? '?')));
@@ -122,6 +125,7 @@ export async function startServer(o: ServerOptions): Promise<Server> {
     if (Date.now() > deadline) throw new Error(`prestage serve did not answer on port ${port} within 30 s`);
     await sleep(100);
   }
+  api.token = readFileSync(join(o.dataDir, 'admin.token'), 'utf8').trim();
   log(`prestage serve (pid ${child.pid}) on 127.0.0.1:${port}, data ${o.dataDir}`);
   const pid = child.pid!;
   const cpuMs = () => {

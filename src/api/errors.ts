@@ -8,6 +8,8 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   PRESTAGE_CONFLICT: 409,
   PRESTAGE_BAD_IMAGE: 422,
   PRESTAGE_UNAVAILABLE: 503,
+  PRESTAGE_UNAUTHORIZED: 401,
+  PRESTAGE_FORBIDDEN: 403,
   PRESTAGE_NO_SPACE: 507,
   PRESTAGE_INTERNAL: 500,
 };
@@ -23,6 +25,7 @@ export function errorBody(code: ErrorCode, message: string, details?: Record<str
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, req, reply) => {
     if (isPrestageError(err)) {
+      if (err.code === 'PRESTAGE_UNAUTHORIZED' && !reply.hasHeader('www-authenticate')) void reply.header('www-authenticate', 'Bearer realm="prestage"');
       return reply.status(HTTP_STATUS[err.code]).send(errorBody(err.code, err.message, { ...err.details }));
     }
     if (err.validation) {

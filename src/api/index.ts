@@ -1,2 +1,3 @@
-export { buildApi, type ApiDeps } from './server.js';
+export { buildApi, type ApiDeps, type ApiOptions, type BuiltApi } from './server.js';
+export type { RouteAccess, Access } from './access.js';
 export { HTTP_STATUS, errorBody, type ErrorBody } from './errors.js';

@@ -160,6 +160,7 @@ export const TaskSchema = Type.Object({
 export const SourceParam = Type.Object({ source: Type.String({ minLength: 1, maxLength: 80 }) });
 export const HostParam = Type.Object({ id: Type.String({ minLength: 1, maxLength: 63 }) });
 export const RefParam = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 80 }) });
+export const NameParam = Type.Object({ name: Type.String({ minLength: 1, maxLength: 63 }) });
 
 export type ImageBody = Static<typeof ImageSchema>;
 

@@ -1,6 +1,7 @@
 /** Long operations in progress (imports), so clients can draw a progress bar while they wait. */
 export interface Task {
-  readonly kind: 'import' | 'build';
+  /** import: a file on the server; upload: a request body; download: a URL the server fetches; build: a template. */
+  readonly kind: 'import' | 'upload' | 'download' | 'build';
   readonly subject: string;
   doneBytes: number;
   totalBytes: number;

@@ -1,7 +1,9 @@
-import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { InputError, parseDuration, staticPolicy } from '../domain/index.js';
 import { parseBudget, type Budget } from '../pool/index.js';
+import { defaultDataDir, isLoopback } from './data-dir.js';
+
+export { defaultDataDir, isLoopback } from './data-dir.js';
 
 /** Everything `prestage serve` can be told, as given (CLI flags, environment, defaults). */
 export interface RawConfig {
@@ -13,6 +15,10 @@ export interface RawConfig {
   /** Give every newly imported name a static pool with the defaults. */
   poolAutoCreate?: boolean;
   copyConcurrency?: number;
+  /** Template builds run at once over all templates; later ones wait their turn. */
+  templateBuilds?: number;
+  /** How long events and gone copies are kept, e.g. `30d`. */
+  retention?: string | number;
   /** Cap on all pools' spares together: a count (`800`) or a size (`500GiB`). */
   poolBudget?: string;
   reflink?: 'auto' | 'never';
@@ -23,6 +29,13 @@ export interface RawConfig {
   nbdAdvertise?: string;
   nbdTls?: 'psk' | 'x509' | 'off';
   nbdTlsDir?: string;
+  /** PEM files of the API's TLS certificate (chain) and key; both or neither. */
+  tlsCert?: string;
+  tlsKey?: string;
+  /** Allow plain HTTP on an address beyond loopback (tokens then cross the network in clear). */
+  insecureHttp?: boolean;
+  /** Directories on the server that admins may import image files from by path (none by default). */
+  importDirs?: readonly string[];
 }
 
 export interface Config {
@@ -38,6 +51,10 @@ export interface Config {
   readonly poolAutoCreate: boolean;
   /** Copies made at once over all pools. Default 2. */
   readonly copyConcurrency: number;
+  /** Template builds run at once over all templates (1–64). Default 2. */
+  readonly templateBuilds: number;
+  /** Events older than this and copies gone for longer are deleted (hourly). Default 30d. */
+  readonly retentionMs: number;
   /** Cap on all pools' targets together; null: none. */
   readonly poolBudget: Budget | null;
   /** `auto` clones with reflink where the filesystem can, `never` always copies bytes. Default auto. */
@@ -59,15 +76,17 @@ export interface Config {
   readonly nbdTls: 'psk' | 'x509' | 'off';
   /** With `x509`: a directory holding ca-cert.pem, server-cert.pem and server-key.pem (the layout qemu and libnbd use). */
   readonly nbdTlsDir: string | undefined;
+  /** TLS for the HTTP API; undefined: plain HTTP, which `serve` allows on loopback only unless `insecureHttp`. */
+  readonly apiTls: { readonly certFile: string; readonly keyFile: string } | undefined;
+  readonly insecureHttp: boolean;
+  /** Directories an admin may import server-side files from, absolute (none by default). */
+  readonly importDirs: readonly string[];
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:7480';
 export const DEFAULT_NBD_LISTEN = '0.0.0.0:10809';
 
-export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
-  return env.PRESTAGE_DATA ?? join(homedir(), '.local', 'share', 'prestage');
-}
-
+/** Whether an address is this machine's own: 127.0.0.0/8, ::1 or localhost. */
 export function parseListen(raw: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):([0-9]{1,5})$/.exec(raw.trim());
   const port = m ? Number(m[3]) : NaN;
@@ -86,6 +105,13 @@ export function compileConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.e
   if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 64) {
     throw new InputError('copy concurrency must be a whole number from 1 to 64', { field: 'copyConcurrency' });
   }
+  const templateBuilds = raw.templateBuilds ?? 2;
+  if (!Number.isSafeInteger(templateBuilds) || templateBuilds < 1 || templateBuilds > 64) {
+    throw new InputError('template builds must be a whole number from 1 to 64', { field: 'templateBuilds' });
+  }
+  const retentionMs = parseDuration(raw.retention ?? '30d', 'retention');
+  // Zero would delete the history of what just happened, e.g. a release a second ago.
+  if (retentionMs < 60_000) throw new InputError('retention must be at least a minute (e.g. 30d, 12h)', { field: 'retention' });
   const reflink = raw.reflink ?? 'auto';
   if (reflink !== 'auto' && reflink !== 'never') throw new InputError("reflink must be 'auto' or 'never'", { field: 'reflink' });
   const exporter = raw.exporter ?? 'nbd';
@@ -96,13 +122,24 @@ export function compileConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.e
   if (nbdTls === 'x509' && exporter === 'nbd' && nbdTlsDir === undefined) {
     throw new InputError('--nbd-tls x509 needs --nbd-tls-dir DIR holding ca-cert.pem, server-cert.pem and server-key.pem', { field: 'nbdTlsDir' });
   }
+  if ((raw.tlsCert === undefined) !== (raw.tlsKey === undefined)) throw new InputError('--tls-cert and --tls-key go together', { field: raw.tlsCert === undefined ? 'tlsCert' : 'tlsKey' });
+  const listen = Object.freeze(parseListen(raw.listen ?? env.PRESTAGE_LISTEN ?? DEFAULT_LISTEN));
+  const insecureHttp = raw.insecureHttp ?? false;
+  if (raw.tlsCert === undefined && !insecureHttp && !isLoopback(listen.host)) {
+    throw new InputError(
+      `--listen ${listen.host}: beyond loopback the API needs TLS (--tls-cert FILE --tls-key FILE), or --insecure-http to send tokens in clear on a network you trust`,
+      { field: 'listen' },
+    );
+  }
   return Object.freeze({
     dataDir: resolve(raw.dataDir ?? defaultDataDir(env)),
-    listen: Object.freeze(parseListen(raw.listen ?? env.PRESTAGE_LISTEN ?? DEFAULT_LISTEN)),
+    listen,
     logLevel,
     poolDefaults: Object.freeze({ min: pool.min, max: pool.max }),
     poolAutoCreate: raw.poolAutoCreate ?? true,
     copyConcurrency: concurrency,
+    templateBuilds,
+    retentionMs,
     poolBudget: raw.poolBudget === undefined || raw.poolBudget === '' ? null : parseBudget(raw.poolBudget, 'poolBudget'),
     reflink,
     provisionWaitTimeoutMs: parseDuration(raw.provisionWaitTimeout ?? '30m', 'provisionWaitTimeout'),
@@ -112,5 +149,8 @@ export function compileConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.e
     nbdAdvertise: raw.nbdAdvertise,
     nbdTls,
     nbdTlsDir: nbdTlsDir === undefined ? undefined : resolve(nbdTlsDir),
+    apiTls: raw.tlsCert === undefined || raw.tlsKey === undefined ? undefined : Object.freeze({ certFile: resolve(raw.tlsCert), keyFile: resolve(raw.tlsKey) }),
+    insecureHttp,
+    importDirs: Object.freeze((raw.importDirs ?? []).map((d) => resolve(d))),
   });
 }

@@ -1,16 +1,30 @@
-import { chmod, mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import { buildApi } from '../api/index.js';
+import { buildApi, type RouteAccess } from '../api/index.js';
 import { InputError, errnoCode, type Customizer, type Exporter, type Store, type VolumeDriver } from '../domain/index.js';
 import { FileDriver } from '../drivers/index.js';
 import { LocalPathExporter, NbdExporter } from '../exporters/index.js';
 import { Replenisher } from '../pool/index.js';
-import { HostService, ImageService, PoolService, ProvisioningService, TemplateService, reconcile, type ReconcileReport } from '../service/index.js';
+import {
+  CopyService,
+  EventService,
+  HostService,
+  ImageService,
+  PoolService,
+  ProvisioningService,
+  TemplateService,
+  TokenService,
+  reconcile,
+  type ReconcileReport,
+} from '../service/index.js';
+import { Retention } from '../service/retention.js';
 import { customizeDisk } from '../customize/index.js';
 import { openSqliteStore } from '../store/index.js';
 import type { Config } from './config.js';
+import { ADMIN_TOKEN_FILE } from './data-dir.js';
 import { VERSION } from './version.js';
 
 export type AppState = 'INITIALIZED' | 'STARTING' | 'RUNNING' | 'STOPPING' | 'STOPPED' | 'FAILED';
@@ -27,6 +41,7 @@ export class PrestageApp {
   private replenisherValue: Replenisher | undefined;
   private storeValue: Store | undefined;
   private reconcileValue: ReconcileReport | undefined;
+  private routesValue: readonly RouteAccess[] = [];
   readonly logger: Logger;
 
   constructor(
@@ -55,6 +70,16 @@ export class PrestageApp {
     return this.storeValue;
   }
 
+  /** Every API route with the access it declares. */
+  get routes(): readonly RouteAccess[] {
+    return this.routesValue;
+  }
+
+  /** Where the first start wrote the admin token. */
+  get adminTokenFile(): string {
+    return join(this.config.dataDir, ADMIN_TOKEN_FILE);
+  }
+
   get reconcileReport(): ReconcileReport | undefined {
     return this.reconcileValue;
   }
@@ -75,6 +100,8 @@ export class PrestageApp {
     this.stateValue = 'STARTING';
     const { config, logger } = this;
     try {
+      // Bad TLS files are refused before anything is created or changed.
+      const apiTls = config.apiTls && (await readApiTls(config.apiTls));
       // Keys, the database and every disk live here: nobody but the service's user reads them.
       await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
       await chmod(config.dataDir, 0o700);
@@ -93,6 +120,9 @@ export class PrestageApp {
       for (const { hostId, psk } of await store.listHostKeys()) exporter.setHostKey(hostId, psk);
 
       this.reconcileValue = await reconcile(store, driver, logger);
+      const retention = new Retention({ store, retentionMs: config.retentionMs, logger: logger.child({ component: 'retention' }) });
+      await retention.start();
+      this.onStop('retention', () => retention.stop());
 
       const replenisher = new Replenisher({ store, driver, logger: logger.child({ component: 'replenisher' }), concurrency: config.copyConcurrency, budget: config.poolBudget });
       await replenisher.loadDemand();
@@ -115,20 +145,28 @@ export class PrestageApp {
           await customizeDisk(disk, plan, { log });
         },
       };
-      const templates = new TemplateService({ store, driver, customizer, replenisher, logger: logger.child({ component: 'templates' }), defaultPool });
+      const templates = new TemplateService({ store, driver, customizer, replenisher, logger: logger.child({ component: 'templates' }), defaultPool, maxConcurrentBuilds: config.templateBuilds });
       this.onStop('templates', () => templates.close(config.drainTimeoutMs));
-      const http = await buildApi({
-        store,
-        images: new ImageService({ store, driver, replenisher, logger, defaultPool, onImported: (image) => void templates.baseImported(image).catch((err: unknown) => logger.error({ err }, 'template rebuilds not started')) }),
-        templates,
-        hosts: new HostService(store, exporter),
-        pools: new PoolService(store, replenisher, config.poolDefaults),
-        provisioning,
-        replenisher,
-        logger: logger.child({ component: 'api' }),
-        info: { version: VERSION, dataDir: config.dataDir, driver: driver.name, exporter: this.nbd ? `nbd ${this.nbd.address}${config.nbdTls === 'off' ? '' : config.nbdTls === 'psk' ? ' (TLS-PSK)' : ' (TLS X.509)'}` : exporter.name },
-      });
+      const tokens = new TokenService(store);
+      await this.firstAdminToken(tokens);
+      const { app: http, routes } = await buildApi(
+        {
+          images: new ImageService({ store, driver, replenisher, logger, defaultPool, importDirs: config.importDirs, dataDir: config.dataDir, onImported: (image) => void templates.baseImported(image).catch((err: unknown) => logger.error({ err }, 'template rebuilds not started')) }),
+          templates,
+          hosts: new HostService(store, exporter),
+          pools: new PoolService(store, replenisher, config.poolDefaults),
+          provisioning,
+          copies: new CopyService(store, replenisher),
+          events: new EventService(store),
+          tokens,
+          replenisher,
+          logger: logger.child({ component: 'api' }),
+          info: { version: VERSION, dataDir: config.dataDir, driver: driver.name, exporter: this.nbd ? `nbd ${this.nbd.address}${config.nbdTls === 'off' ? '' : config.nbdTls === 'psk' ? ' (TLS-PSK)' : ' (TLS X.509)'}` : exporter.name },
+        },
+        apiTls && { https: apiTls },
+      );
       this.httpValue = http;
+      this.routesValue = routes;
       this.onStop('http', () => http.close());
       replenisher.start();
       if (opts.listen !== false) {
@@ -143,6 +181,20 @@ export class PrestageApp {
       await this.runShutdownHooks();
       throw e;
     }
+  }
+
+  /**
+   * With no token at all (a new data directory, or every token revoked), makes an admin token and
+   * writes it where only the service's user reads it, so the CLI on this machine works at once.
+   */
+  private async firstAdminToken(tokens: TokenService): Promise<void> {
+    if (await tokens.any()) return;
+    const made = await tokens.create({ name: `admin-${Date.now().toString(36)}`, role: 'admin' });
+    const file = this.adminTokenFile;
+    await writeFile(`${file}.tmp`, `${made.token}\n`, { mode: 0o600 });
+    await chmod(`${file}.tmp`, 0o600);
+    await rename(`${file}.tmp`, file);
+    this.logger.warn({ file, token: made.name }, 'no API token existed: wrote an admin token (mode 0600); `prestage token create` makes more');
   }
 
   /** The address hosts reach copies at, when the exporter is a network server. */
@@ -185,6 +237,24 @@ export class PrestageApp {
       }
     }
   }
+}
+
+async function readApiTls(files: { certFile: string; keyFile: string }): Promise<{ cert: Buffer; key: Buffer }> {
+  const read = async (file: string, flag: string) => {
+    try {
+      return await readFile(file);
+    } catch (e) {
+      throw new InputError(`${flag} ${file}: cannot read it (${errnoCode(e) ?? String(e)})`, { field: flag }, { cause: e });
+    }
+  };
+  const pair = { cert: await read(files.certFile, '--tls-cert'), key: await read(files.keyFile, '--tls-key') };
+  try {
+    createSecureContext(pair);
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    throw new InputError(`--tls-cert ${files.certFile} --tls-key ${files.keyFile}: not a usable PEM certificate and matching key (${why})`, { field: 'tlsCert' }, { cause: e });
+  }
+  return pair;
 }
 
 /** The server side of the qemu/libnbd certificate directory layout, with errors that name the file. */

@@ -51,6 +51,8 @@ export function resolveServerUrl(flag: string | undefined, env: NodeJS.ProcessEn
 // Fallback when a reply is not in the API's error format (a proxy, a crash page).
 const CODE_BY_STATUS: Readonly<Record<number, CliErrorCode>> = {
   400: 'PRESTAGE_INPUT',
+  401: 'PRESTAGE_UNAUTHORIZED',
+  403: 'PRESTAGE_FORBIDDEN',
   404: 'PRESTAGE_NOT_FOUND',
   409: 'PRESTAGE_CONFLICT',
   422: 'PRESTAGE_BAD_IMAGE',
@@ -87,11 +89,26 @@ export interface RequestOptions {
 
 type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
+/** A request body sent as it is read (an image upload), of a length known up front. */
+export interface StreamBody {
+  readonly stream: AsyncIterable<Uint8Array>;
+  readonly length: number;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+function isStreamBody(body: unknown): body is StreamBody {
+  return typeof body === 'object' && body !== null && 'stream' in body && 'length' in body;
+}
+
 /** A small client of the HTTP API: JSON in, JSON out, error replies thrown as `ApiError`. */
 export class ApiClient {
   private patientValue: Promise<Dispatcher | undefined> | undefined;
 
-  constructor(readonly baseUrl: URL) {}
+  constructor(
+    readonly baseUrl: URL,
+    /** Sent as `Authorization: Bearer`; the server refuses most routes without one. */
+    private readonly token?: string,
+  ) {}
 
   /** The base URL as people write it (no trailing slash). */
   get displayUrl(): string {
@@ -102,12 +119,28 @@ export class ApiClient {
     return this.request<T>('GET', path, undefined, opts);
   }
 
+  /** Every item of a paged list: follows the `Link: <…>; rel="next"` headers to the end. */
+  async list<T>(path: string): Promise<T[]> {
+    const all: T[] = [];
+    for (let next: string | undefined = path; next !== undefined; ) {
+      const { body, headers }: { body: T[]; headers: Headers } = await this.exchange<T[]>('GET', next, undefined);
+      all.push(...body);
+      next = /<([^>]+)>;\s*rel="next"/.exec(headers.get('link') ?? '')?.[1];
+    }
+    return all;
+  }
+
   post<T>(path: string, body?: unknown, opts?: RequestOptions): Promise<T> {
     return this.request<T>('POST', path, body, opts);
   }
 
   put<T>(path: string, body?: unknown, opts?: RequestOptions): Promise<T> {
     return this.request<T>('PUT', path, body, opts);
+  }
+
+  /** PUTs a stream as application/octet-stream and waits for the reply as long as it takes. */
+  upload<T>(path: string, body: StreamBody): Promise<T> {
+    return this.request<T>('PUT', path, body, { patient: true });
   }
 
   patch<T>(path: string, body?: unknown, opts?: RequestOptions): Promise<T> {
@@ -125,14 +158,25 @@ export class ApiClient {
   }
 
   private async request<T>(method: Method, path: string, body: unknown, opts: RequestOptions = {}): Promise<T> {
+    return (await this.exchange<T>(method, path, body, opts)).body;
+  }
+
+  private async exchange<T>(method: Method, path: string, body: unknown, opts: RequestOptions = {}): Promise<{ body: T; headers: Headers }> {
     const url = new URL(path.replace(/^\//, ''), this.baseUrl);
     const dispatcher = opts.patient ? await (this.patientValue ??= patientDispatcher()) : undefined;
+    const stream = isStreamBody(body) ? body : undefined;
     let res: Response;
     try {
       res = await fetch(url, {
         method,
-        headers: { accept: 'application/json', ...(body !== undefined && { 'content-type': 'application/json' }) },
-        ...(body !== undefined && { body: JSON.stringify(body) }),
+        headers: {
+          accept: 'application/json',
+          ...(this.token !== undefined && { authorization: `Bearer ${this.token}` }),
+          ...(body !== undefined && { 'content-type': stream ? 'application/octet-stream' : 'application/json' }),
+          ...(stream && { 'content-length': String(stream.length), ...stream.headers }),
+        },
+        ...(body !== undefined && { body: stream ? stream.stream : JSON.stringify(body) }),
+        ...(stream && { duplex: 'half' }),
         ...(dispatcher && { dispatcher }),
       } as RequestInit);
     } catch (e) {
@@ -147,7 +191,7 @@ export class ApiClient {
         if (res.ok) throw new ApiError(`${method} ${url.pathname}: the server sent a reply that is not JSON`, 'PRESTAGE_INTERNAL', res.status);
       }
     }
-    if (res.ok) return parsed as T;
+    if (res.ok) return { body: parsed as T, headers: res.headers };
     throw errorFromReply(res.status, res.statusText, parsed);
   }
 

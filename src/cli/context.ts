@@ -1,5 +1,6 @@
 import type { Writable } from 'node:stream';
 import { ApiClient, resolveServerUrl } from './client.js';
+import { resolveToken, type TokenFlags } from './token-source.js';
 
 /** Where a command writes and what it reads from its surroundings; tests pass their own. */
 export interface CliIo {
@@ -20,12 +21,15 @@ export class CliContext {
 
   constructor(
     readonly io: CliIo,
-    /** Reads the global `--server` option once commander has parsed it. */
-    private readonly serverFlag: () => string | undefined,
+    /** Reads the global `--server`, `--token` and `--token-file` options once commander has parsed them. */
+    private readonly globalFlags: () => TokenFlags & { readonly server?: string | undefined },
   ) {}
 
   get client(): ApiClient {
-    return (this.clientValue ??= new ApiClient(resolveServerUrl(this.serverFlag(), this.io.env)));
+    if (this.clientValue) return this.clientValue;
+    const flags = this.globalFlags();
+    const url = resolveServerUrl(flags.server, this.io.env);
+    return (this.clientValue = new ApiClient(url, resolveToken(flags, this.io.env, url)));
   }
 
   get interactive(): boolean {

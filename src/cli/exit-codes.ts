@@ -17,6 +17,8 @@ export const EXIT_CODES: Readonly<Record<CliErrorCode, number>> = {
   PRESTAGE_NO_SPACE: 6,
   PRESTAGE_UNAVAILABLE: 7,
   PRESTAGE_UNREACHABLE: 7,
+  PRESTAGE_UNAUTHORIZED: 8,
+  PRESTAGE_FORBIDDEN: 8,
 };
 
 export const EXIT_OK = 0;

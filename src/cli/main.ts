@@ -10,6 +10,7 @@ import { serveCommand } from './commands/serve.js';
 import { simulateCommand } from './commands/simulate.js';
 import { statusCommand } from './commands/status.js';
 import { templateCommand } from './commands/template.js';
+import { tokenCommand } from './commands/token.js';
 import { CliContext, processIo, type CliIo } from './context.js';
 import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.js';
 
@@ -34,13 +35,15 @@ function configureTree(cmd: CommandUnknownOpts, io: CliIo): void {
   for (const sub of cmd.commands) configureTree(sub, io);
 }
 
-export function buildProgram(ctx: CliContext): Command<[], { server?: string }> {
+export function buildProgram(ctx: CliContext): Command<[], { server?: string; token?: string; tokenFile?: string }> {
   const program = new Command('prestage')
     .description('golden images, warm pools of pre-made copies, and instant provisioning')
     .version(CLI_VERSION, '-V, --version')
-    .option('--server <url>', 'the prestage server (default $PRESTAGE_URL or http://127.0.0.1:7480)')
+    .option('--server <url>', 'the prestage server (default $PRESTAGE_URL or http://127.0.0.1:7480; for a private CA set NODE_EXTRA_CA_CERTS=ca.pem)')
+    .option('--token <token>', 'API token (default $PRESTAGE_TOKEN, then --token-file, then the local server\'s DATA/admin.token)')
+    .option('--token-file <file>', 'read the API token from a file (default $PRESTAGE_TOKEN_FILE)')
     .showSuggestionAfterError();
-  for (const make of [serveCommand, imageCommand, templateCommand, poolCommand, hostCommand, provisionCommand, releaseCommand, statusCommand, simulateCommand]) {
+  for (const make of [serveCommand, imageCommand, templateCommand, poolCommand, hostCommand, provisionCommand, releaseCommand, statusCommand, simulateCommand, tokenCommand]) {
     program.addCommand(make(ctx));
   }
   return program;
@@ -58,7 +61,7 @@ export function describeError(e: unknown): { code: number; message: string | und
 
 /** Runs one command line; resolves to its exit code. Errors are printed, never thrown. */
 export async function runCli(argv: readonly string[], io: CliIo = processIo()): Promise<number> {
-  const ctx = new CliContext(io, () => program.opts().server);
+  const ctx = new CliContext(io, () => program.opts());
   const program = buildProgram(ctx);
   configureTree(program, io);
   try {

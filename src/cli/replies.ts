@@ -161,3 +161,21 @@ export interface HostKeyReply {
   readonly key: string;
   readonly pskFileLine: string;
 }
+
+export interface TokenReply {
+  readonly name: string;
+  readonly role: 'admin' | 'operator' | 'reader' | 'host';
+  readonly hostId: string | null;
+  readonly createdAt: string;
+  readonly expiresAt: string | null;
+}
+
+export interface NewTokenReply extends TokenReply {
+  readonly token: string;
+}
+
+export interface MetaCredentialReply {
+  readonly hostId: string;
+  readonly user: string;
+  readonly secret: string;
+}

@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'PRESTAGE_NO_SPACE'
   | 'PRESTAGE_BAD_IMAGE'
   | 'PRESTAGE_UNAVAILABLE'
+  | 'PRESTAGE_UNAUTHORIZED'
+  | 'PRESTAGE_FORBIDDEN'
   | 'PRESTAGE_INTERNAL';
 
 export class PrestageError extends Error {
@@ -59,6 +61,20 @@ export class BadImageError extends PrestageError {
 export class UnavailableError extends PrestageError {
   constructor(message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
     super('PRESTAGE_UNAVAILABLE', message, details, options);
+  }
+}
+
+/** No credential, or one that is wrong, expired or revoked: nothing about why is told. */
+export class UnauthorizedError extends PrestageError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('PRESTAGE_UNAUTHORIZED', message, details);
+  }
+}
+
+/** A valid credential whose role may not do this. */
+export class ForbiddenError extends PrestageError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('PRESTAGE_FORBIDDEN', message, details);
   }
 }
 

@@ -3,7 +3,7 @@
  * `app/`; tests of the layers above may swap them.
  */
 import type { CustomizePlan } from './template.js';
-import type { Access, Copy, CopyMethod, CopyState, EventRecord, Host, Image, Mapping, Pool, PoolPolicy, TemplateBuild, TemplateRecord } from './types.js';
+import type { Access, ApiToken, Copy, CopyMethod, CopyState, EventRecord, Host, Image, Mapping, Pool, PoolPolicy, TemplateBuild, TemplateRecord } from './types.js';
 
 export interface Progress {
   readonly doneBytes: number;
@@ -30,6 +30,16 @@ export interface StoreSpace {
   readonly totalBytes: number;
 }
 
+/** Bytes received into a temporary file, not yet an image. */
+export interface StagedImage {
+  readonly path: string;
+  readonly bytes: number;
+  /** Of the bytes as received (for a qcow2, of the qcow2 file, not of the image it holds). */
+  readonly sha256: string;
+  /** Removes the file; safe to call more than once. */
+  discard(): Promise<void>;
+}
+
 /** How volumes are stored and copied. Every volume it makes is complete, flushed and verified. */
 export interface VolumeDriver {
   readonly name: string;
@@ -39,6 +49,12 @@ export interface VolumeDriver {
    * leaves nothing behind on failure.
    */
   importImage(path: string, onProgress?: ProgressListener): Promise<ImportedVolume>;
+  /**
+   * Receives an image's bytes from a stream (an upload, a download) into a temporary file of the
+   * store, hashing them on the way, for importImage(staged.path). Nothing is left behind when the
+   * stream fails; the caller calls discard() once it is done with the file.
+   */
+  stageImage(chunks: AsyncIterable<Uint8Array>, opts?: { readonly totalBytes?: number; readonly onProgress?: ProgressListener }): Promise<StagedImage>;
   /** Where the copy with this id will live (known before it is made, so a crash can be reconciled). */
   copyVolumeFor(copyId: string): string;
   /** Makes a verified copy of an image's volume at `copyVolumeFor(copyId)`. */
@@ -136,11 +152,15 @@ export interface Store {
   insertHost(host: Host, event: NewEvent): Promise<void>;
   getHost(id: string): Promise<Host | undefined>;
   listHosts(): Promise<Host[]>;
+  /** Removes a host and the API tokens bound to it; refused while it holds a mapping. */
   deleteHost(id: string, event: NewEvent): Promise<void>;
   /** Sets the host's TLS-PSK key (hex); the PSK identity is the host id. */
   setHostKey(id: string, pskHex: string, event: NewEvent): Promise<void>;
   getHostKey(id: string): Promise<string | undefined>;
   listHostKeys(): Promise<{ hostId: string; psk: string }[]>;
+  /** The host's credential for its own cloud-init documents (hex); not its NBD key. */
+  setHostMetaSecret(id: string, secretHex: string, event: NewEvent): Promise<void>;
+  getHostMetaSecret(id: string): Promise<string | undefined>;
   setHostVars(id: string, vars: Readonly<Record<string, string>>, event: NewEvent): Promise<void>;
   getMapping(hostId: string): Promise<Mapping | undefined>;
   listMappings(): Promise<Mapping[]>;
@@ -160,8 +180,20 @@ export interface Store {
   buildOfImage(imageId: string): Promise<TemplateBuild | undefined>;
 
   // events
+  // API tokens: stored by the SHA-256 of their secret
+  insertToken(token: ApiToken, sha256: string, event: NewEvent): Promise<void>;
+  findToken(sha256: string): Promise<ApiToken | undefined>;
+  listTokens(): Promise<ApiToken[]>;
+  deleteToken(name: string, event: NewEvent): Promise<void>;
+
   appendEvent(event: NewEvent): Promise<void>;
   listEvents(opts?: { afterSeq?: number; limit?: number }): Promise<EventRecord[]>;
+  /**
+   * Retention, in one transaction: raises the event horizon (never lowers it) to the first event
+   * at or after `eventsBefore` and deletes the events below it, and deletes copies that went
+   * `gone` before `copiesGoneBefore` and that nothing refers to. Returns how many rows went.
+   */
+  prune(cutoffs: { eventsBefore: Date; copiesGoneBefore: Date }): Promise<{ events: number; copies: number }>;
 
   close(): Promise<void>;
 }

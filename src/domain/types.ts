@@ -89,6 +89,24 @@ export interface Host {
   readonly createdAt: string;
 }
 
+/**
+ * Who may do what through the API: `admin` everything; `operator` pools, hosts, provisions,
+ * templates and images; `reader` every read but keys and secrets; `host` provision, release and
+ * read itself, bound to one host id.
+ */
+export type ApiRole = 'admin' | 'operator' | 'reader' | 'host';
+export const API_ROLES: readonly ApiRole[] = ['admin', 'operator', 'reader', 'host'];
+
+/** An API token as listed: never its secret, which is stored only as a SHA-256. */
+export interface ApiToken {
+  readonly name: string;
+  readonly role: ApiRole;
+  /** For role `host`: the one host it acts for. */
+  readonly hostId: string | null;
+  readonly createdAt: string;
+  readonly expiresAt: string | null;
+}
+
 /** A template as applied: its current spec. Its versions are images of kind `template`. */
 export interface TemplateRecord {
   readonly name: string;

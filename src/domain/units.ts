@@ -18,16 +18,16 @@ export function parseSize(raw: string | number, field = 'size'): number {
   return Math.round(Number(m[1]) * unit);
 }
 
-const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** "90s", "5m", "250ms" → milliseconds. */
+/** "90s", "5m", "250ms", "30d" → milliseconds. */
 export function parseDuration(raw: string | number, field = 'duration'): number {
   if (typeof raw === 'number') {
     if (!Number.isFinite(raw) || raw < 0) throw new InputError(`${field}: expected a non-negative number of milliseconds`, { field });
     return raw;
   }
-  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*$/.exec(raw);
-  if (!m) throw new InputError(`${field}: cannot read '${raw}' as a duration (e.g. 250ms, 90s, 5m)`, { field });
+  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*$/.exec(raw);
+  if (!m) throw new InputError(`${field}: cannot read '${raw}' as a duration (e.g. 250ms, 90s, 5m, 30d)`, { field });
   return Number(m[1]) * DURATION_UNITS[m[2]!]!;
 }
 

@@ -52,9 +52,19 @@ export class NbdExporter implements Exporter {
     return `${host.includes(':') ? `[${host}]` : host}:${this.bound.port}`;
   }
 
+  /**
+   * A new key (or none) for a host. When it differs from the one it had, every open NBD session
+   * of the host is cut at once: a session must not outlive the key that opened it (a connection
+   * still in its TLS handshake with the old key is refused when that handshake ends).
+   */
   setHostKey(hostId: string, pskHex: string | null): void {
-    if (pskHex === null) this.keys.delete(hostId);
-    else this.keys.set(hostId, Buffer.from(pskHex, 'hex'));
+    const before = this.keys.get(hostId);
+    const after = pskHex === null ? undefined : Buffer.from(pskHex, 'hex');
+    if (after === undefined) this.keys.delete(hostId);
+    else this.keys.set(hostId, after);
+    const changed = before === undefined ? after !== undefined : after === undefined || !before.equals(after);
+    // With X.509 the key opens no session (the certificate does), so there is nothing to cut.
+    if (changed && this.o.tls === 'psk') void this.server.disconnectHost(hostId, 'host key changed');
   }
 
   async export(mapping: Mapping, copy: Copy): Promise<Access> {

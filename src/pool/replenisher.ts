@@ -16,7 +16,7 @@ import {
 } from '../domain/index.js';
 import { resolveSource } from './resolve-source.js';
 import { SpaceGate, type SpaceShortage, type SpaceVerdict } from './space.js';
-import { PlanCache, advance, newForecast, reviveForecast, observe, parsePrewarmEvent, planPools, type Budget, type ForecastState, type Plan, type PlanPoolInput, type PoolPlan, type PrewarmEvent } from './policy/index.js';
+import { PlanCache, advance, newForecast, reviveForecast, observe, parsePrewarmEvent, planPools, budgetCap, budgetUnits, type Budget, type ForecastState, type Plan, type PlanPoolInput, type PoolPlan, type PrewarmEvent } from './policy/index.js';
 
 /** Before any copy was measured, a copy is assumed to take this long. */
 const DEFAULT_LEAD_MS = 10_000;
@@ -289,12 +289,27 @@ export class Replenisher extends EventEmitter<Events> {
     return this.concurrency - this.inflight.size;
   }
 
+  /**
+   * Whether one more on-demand copy of `image` for `pool` keeps within the bounds: copies being
+   * made for the pool at most its max, and all copies being made within the budget. One copy may
+   * always run, so a waiting provision is never starved; the others start as copies finish.
+   */
+  private async urgentFits(image: Image, pool: string | null): Promise<boolean> {
+    if (this.inflight.size === 0) return true;
+    const record = pool === null ? undefined : await this.opts.store.getPool(pool);
+    if (record !== undefined && pool !== null && this.copiesMaking(image.id, pool) >= Math.max(1, record.policy.max)) return false;
+    const budget = this.opts.budget ?? null;
+    let units = budgetUnits(budget, image.sizeBytes);
+    for (const c of this.inflight.values()) units += budgetUnits(budget, c.progress.totalBytes);
+    return units <= budgetCap(budget);
+  }
+
   private async startUrgent(): Promise<void> {
     for (const [imageId, req] of this.urgent) {
       if (this.freeSlots() <= 0) return;
       const image = await this.opts.store.getImage(imageId);
       let refused: SpaceVerdict | undefined;
-      while (req.count > 0 && this.freeSlots() > 0) {
+      while (req.count > 0 && this.freeSlots() > 0 && (!image || (await this.urgentFits(image, req.pool)))) {
         if (image) {
           const v = await this.startCopy(image, req.pool, true);
           // Room held by copies in flight comes back when they finish; no room at all fails the waiters now.

@@ -1,5 +1,5 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { InputError, NotFoundError, type Exporter, type Host, type Store } from '../domain/index.js';
+import { InputError, NotFoundError, type Exporter, type Host, type Mapping, type Store } from '../domain/index.js';
 
 /** A host's TLS-PSK credentials, in the key-file line format nbdinfo and qemu read (`identity:hexkey`). */
 export interface HostKey {
@@ -8,6 +8,15 @@ export interface HostKey {
   readonly key: string;
   readonly pskFileLine: string;
 }
+
+/** A host's HTTP Basic credential for `/v1/meta/HOST/…` (user: the host id). */
+export interface MetaCredential {
+  readonly hostId: string;
+  readonly user: string;
+  readonly secret: string;
+}
+
+export type HostView = Host & { readonly mapping: Mapping | null };
 
 const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
@@ -34,6 +43,7 @@ export class HostService {
     const host: Host = { id: input.id, mac, labels, vars: checkVars(input.vars ?? {}), createdAt: new Date().toISOString() };
     await this.store.insertHost(host, { type: 'host.added', subject: host.id, data: { mac } });
     await this.rotateKey(host.id);
+    await this.rotateMetaCredential(host.id);
     return host;
   }
 
@@ -59,13 +69,40 @@ export class HostService {
     return h;
   }
 
-  /** Whether `secret` is the host's key (hex), compared in constant time. */
-  async checkKey(id: string, secret: string): Promise<boolean> {
-    const key = await this.store.getHostKey(id);
-    if (key === undefined) return false;
-    const a = Buffer.from(key, 'utf8');
+  /** The host with the copy mapped to it, if any. */
+  async getWithMapping(id: string): Promise<HostView> {
+    return { ...(await this.get(id)), mapping: (await this.store.getMapping(id)) ?? null };
+  }
+
+  async listWithMappings(): Promise<HostView[]> {
+    const mappings = new Map((await this.store.listMappings()).map((m) => [m.hostId, m]));
+    return (await this.list()).map((h) => ({ ...h, mapping: mappings.get(h.id) ?? null }));
+  }
+
+  /**
+   * Whether `secret` is the host's credential for its cloud-init documents, compared in
+   * constant time. It is not the NBD key: that one never travels over HTTP.
+   */
+  async checkMetaCredential(id: string, secret: string): Promise<boolean> {
+    const known = await this.store.getHostMetaSecret(id);
+    if (known === undefined) return false;
+    const a = Buffer.from(known, 'utf8');
     const b = Buffer.from(secret.toLowerCase(), 'utf8');
     return a.length === b.length && timingSafeEqual(a, b);
+  }
+
+  /** The host's meta-data credential, made on first use. */
+  async metaCredential(id: string): Promise<MetaCredential> {
+    await this.get(id);
+    const secret = await this.store.getHostMetaSecret(id);
+    return secret === undefined ? this.rotateMetaCredential(id) : { hostId: id, user: id, secret };
+  }
+
+  /** A new meta-data credential; the old one stops working at once. */
+  async rotateMetaCredential(id: string): Promise<MetaCredential> {
+    const secret = randomBytes(16).toString('hex');
+    await this.store.setHostMetaSecret(id, secret, { type: 'host.meta-credential-rotated', subject: id });
+    return { hostId: id, user: id, secret };
   }
 
   /** The host's key, made on first use. */
@@ -75,7 +112,7 @@ export class HostService {
     return key === undefined ? this.rotateKey(id) : hostKey(id, key);
   }
 
-  /** A new 256-bit key; connections already open keep theirs, new ones need the new key. */
+  /** A new 256-bit key; the host's open NBD connections are cut, new ones need the new key. */
   async rotateKey(id: string): Promise<HostKey> {
     const key = randomBytes(32).toString('hex');
     await this.store.setHostKey(id, key, { type: 'host.key-rotated', subject: id });

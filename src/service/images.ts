@@ -1,5 +1,8 @@
 import type { Logger } from 'pino';
+import { confinedPath } from './import-paths.js';
+import { checkSha256, fetchFailure, parseFetchUrl, redact } from './fetch-url.js';
 import {
+  BadImageError,
   ConflictError,
   NotFoundError,
   parseSourceSpec,
@@ -19,6 +22,10 @@ export interface ImageServiceOptions {
   readonly logger: Logger;
   /** The static pool a name gets on its first import; null: no pool until one is set. */
   readonly defaultPool: { readonly min: number; readonly max: number } | null;
+  /** Directories an admin may import server-side files from (resolved, absolute); none by default. */
+  readonly importDirs?: readonly string[];
+  /** The data directory: never importable, whatever the import directories hold. */
+  readonly dataDir?: string;
   /** Told of each new version once it is stored (templates rebuild on it); must not throw. */
   readonly onImported?: (image: Image) => void;
 }
@@ -27,11 +34,74 @@ export class ImageService {
   constructor(private readonly o: ImageServiceOptions) {}
 
   /**
+   * Imports a file on the server's own disk (an admin's request): only from inside the import
+   * directories, never from the data directory, symlinks resolved. A path outside gets the same
+   * answer whether it exists or not.
+   */
+  async importPath(name: string, path: string, onProgress?: ProgressListener): Promise<Image> {
+    validateImageName(name);
+    const file = await confinedPath(path, this.o.importDirs ?? [], this.o.dataDir);
+    return this.importFile(name, file, { path: file }, onProgress);
+  }
+
+  /**
+   * Imports an image sent as a stream (an upload): staged while hashed, checked against the
+   * digest the sender expects, then imported. Nothing is kept when the stream breaks or the digest
+   * differs.
+   */
+  async importStream(
+    name: string,
+    chunks: AsyncIterable<Uint8Array>,
+    opts: { readonly sha256?: string; readonly totalBytes?: number; readonly origin: Record<string, unknown>; readonly onProgress?: ProgressListener },
+  ): Promise<Image> {
+    validateImageName(name);
+    const expected = opts.sha256 === undefined ? undefined : checkSha256(opts.sha256);
+    const staged = await this.o.driver.stageImage(chunks, { totalBytes: opts.totalBytes, onProgress: opts.onProgress });
+    try {
+      if (opts.totalBytes !== undefined && staged.bytes !== opts.totalBytes) {
+        throw new BadImageError(`received ${staged.bytes} of ${opts.totalBytes} bytes; nothing kept`, { received: staged.bytes, expected: opts.totalBytes });
+      }
+      if (expected !== undefined && staged.sha256 !== expected) {
+        throw new BadImageError(`the data received has sha256 ${staged.sha256}, not the expected ${expected}; nothing kept`, { sha256: staged.sha256, expected });
+      }
+      return await this.importFile(name, staged.path, { ...opts.origin, receivedSha256: staged.sha256, receivedBytes: staged.bytes }, opts.onProgress);
+    } finally {
+      await staged.discard();
+    }
+  }
+
+  /**
+   * Fetches an http(s) URL and imports what it serves. The server makes the request: who may
+   * ask it to is an operator (see the README's security section).
+   */
+  async importUrl(name: string, url: string, opts: { readonly sha256?: string; readonly onProgress?: ProgressListener; readonly signal?: AbortSignal } = {}): Promise<Image> {
+    validateImageName(name);
+    const target = parseFetchUrl(url);
+    if (opts.sha256 !== undefined) checkSha256(opts.sha256);
+    let res: Response;
+    try {
+      res = await fetch(target, { redirect: 'follow', signal: opts.signal });
+    } catch (e) {
+      throw new BadImageError(`cannot fetch ${redact(target)}: ${fetchFailure(e)}`, { url: redact(target) }, { cause: e });
+    }
+    if (!res.ok || res.body === null) {
+      await res.body?.cancel();
+      throw new BadImageError(`${redact(target)} answered ${res.status} ${res.statusText}`, { url: redact(target), status: res.status });
+    }
+    const length = Number(res.headers.get('content-length') ?? NaN);
+    return this.importStream(name, res.body as AsyncIterable<Uint8Array>, {
+      sha256: opts.sha256,
+      totalBytes: Number.isSafeInteger(length) && length >= 0 ? length : undefined,
+      origin: { url: redact(target) },
+      onProgress: opts.onProgress,
+    });
+  }
+
+  /**
    * Imports an image file as the next version of `name`. The file is hashed while it is
    * stored; an identical file to the name's latest version is refused as a clash.
    */
-  async import(name: string, path: string, onProgress?: ProgressListener): Promise<Image> {
-    validateImageName(name);
+  private async importFile(name: string, path: string, origin: Record<string, unknown>, onProgress?: ProgressListener): Promise<Image> {
     const { store, driver } = this.o;
     const started = Date.now();
     const vol = await driver.importImage(path, onProgress);
@@ -45,7 +115,7 @@ export class ImageService {
       image = await insertNextVersion(store, { name, sha256: vol.sha256, sizeBytes: vol.sizeBytes, volume: vol.volume, kind: 'golden', baseImageId: null }, (i) => ({
         type: 'image.imported',
         subject: `${name}@${i.version}`,
-        data: { imageId: i.id, sha256: i.sha256, sizeBytes: i.sizeBytes, format: vol.format, path, ms: Date.now() - started },
+        data: { imageId: i.id, sha256: i.sha256, sizeBytes: i.sizeBytes, format: vol.format, ...origin, ms: Date.now() - started },
       }));
     } catch (e) {
       await this.dropVolumeIfUnused(vol.volume);

@@ -10,6 +10,7 @@ import {
   planFromSpec,
   renderPerHost,
   targetSpares,
+  UnavailableError,
   validateTemplateSpec,
   type BuildTrigger,
   type Customizer,
@@ -22,6 +23,7 @@ import {
 } from '../domain/index.js';
 import type { Replenisher } from '../pool/index.js';
 import { ensureDefaultPool, insertNextVersion } from './image-versions.js';
+import { Slots } from './slots.js';
 
 export interface TemplateServiceOptions {
   readonly store: Store;
@@ -33,6 +35,12 @@ export interface TemplateServiceOptions {
   readonly defaultPool: { readonly min: number; readonly max: number } | null;
   /** How long a rollover's refill is watched for its `refilledMs` figure. Default 1 h. */
   readonly refillWatchMs?: number;
+  /**
+   * Builds running at once over all templates. Default 2. Each holds a working copy of its base
+   * on disk and runs the customizer's tools: a new base version with many `rebuild: auto`
+   * templates following it would otherwise start them all together.
+   */
+  readonly maxConcurrentBuilds?: number;
 }
 
 export interface TemplateView extends TemplateRecord {
@@ -50,14 +58,27 @@ function specHash(spec: TemplateSpec): string {
 /**
  * Templates: apply a spec, build sealed versions from a golden image off the request path,
  * rebuild when the base gets a new version, and watch the pool roll over.
+ *
+ * A build waits first for the template's previous build, then for one of `maxConcurrentBuilds`
+ * slots (first come, first served). It waits inside the service: its row, in state `building`,
+ * is written when it starts, so the builds listed are the ones running or done; `buildSlots`
+ * counts those waiting.
  */
 export class TemplateService {
   /** One build at a time per template; later ones queue behind it. */
   private readonly building = new Map<string, Promise<unknown>>();
+  private readonly slots: Slots;
   private readonly watchers = new Set<NodeJS.Timeout>();
   private closed = false;
 
-  constructor(private readonly o: TemplateServiceOptions) {}
+  constructor(private readonly o: TemplateServiceOptions) {
+    this.slots = new Slots(o.maxConcurrentBuilds ?? 2);
+  }
+
+  /** Builds running (at most `size`) and waiting for a slot now, over all templates. */
+  get buildSlots(): { readonly size: number; readonly running: number; readonly waiting: number } {
+    return { size: this.slots.size, running: this.slots.running, waiting: this.slots.waiting };
+  }
 
   /** Creates or updates a template from its spec and builds it when the spec or base changed. */
   async apply(body: unknown): Promise<{ template: TemplateView; build: TemplateBuild }> {
@@ -104,18 +125,30 @@ export class TemplateService {
   }
 
   /**
-   * Builds the template's spec on its base now. An identical result to the latest version is
+   * Builds the template's spec on its base, once its previous build is over and a build slot is
+   * free. An identical result to the latest version is
    * `unchanged` (no new version). `since` is when the base version that caused it appeared.
    */
   build(name: string, trigger: BuildTrigger = 'build', since?: number): Promise<TemplateBuild> {
     const previous = this.building.get(name) ?? Promise.resolve();
-    const run = previous.catch(() => undefined).then(() => this.buildNow(name, trigger, since));
+    const run = previous.catch(() => undefined).then(() => this.inSlot(name, () => this.buildNow(name, trigger, since)));
     const tail = run.catch(() => undefined);
     this.building.set(name, tail);
     void tail.then(() => {
       if (this.building.get(name) === tail) this.building.delete(name);
     });
     return run;
+  }
+
+  /** Runs the build once a slot is free; one still waiting when the service closes does not start. */
+  private inSlot(name: string, buildNow: () => Promise<TemplateBuild>): Promise<TemplateBuild> {
+    if (this.slots.running >= this.slots.size) {
+      this.o.logger.info({ template: name, running: this.slots.running, waiting: this.slots.waiting + 1 }, 'template build waits for a free build slot');
+    }
+    return this.slots.run(() => {
+      if (this.closed) return Promise.reject(new UnavailableError(`template '${name}' build not started: the server is stopping`, { template: name }));
+      return buildNow();
+    });
   }
 
   /** Called after a golden image version is imported: rebuild every `rebuild: auto` template that follows its name. */
@@ -167,6 +200,7 @@ export class TemplateService {
   /**
    * On shutdown: stops watching refills and lets builds in flight finish, at most `timeoutMs`
    * (one cut short is marked failed by the next start's reconcile, its working copy removed).
+   * Builds still waiting for a slot do not start: they fail with UnavailableError, unrecorded.
    */
   async close(timeoutMs: number): Promise<void> {
     this.closed = true;

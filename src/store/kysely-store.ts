@@ -2,6 +2,8 @@ import { Migrator, type Kysely, type Transaction, type Selectable } from 'kysely
 import {
   ConflictError,
   NotFoundError,
+  type ApiRole,
+  type ApiToken,
   canMove,
   type Copy,
   type CopyCounts,
@@ -23,7 +25,7 @@ import {
   type TemplateRecord,
   type TemplateSpec,
 } from '../domain/index.js';
-import type { CopiesTable, Database, HostsTable, ImagesTable, MappingsTable, PoolsTable, TemplateBuildsTable, TemplatesTable } from './schema.js';
+import type { ApiTokensTable, CopiesTable, Database, HostsTable, ImagesTable, MappingsTable, PoolsTable, TemplateBuildsTable, TemplatesTable } from './schema.js';
 import { migrationProvider, type SqlDialectName } from './migrations.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -39,6 +41,14 @@ const toImage = (r: Selectable<ImagesTable>): Image => ({
   createdAt: r.created_at,
   kind: r.kind as ImageKind,
   baseImageId: r.base_image_id,
+});
+
+const toToken = (r: Selectable<ApiTokensTable>): ApiToken => ({
+  name: r.name,
+  role: r.role as ApiRole,
+  hostId: r.host_id,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
 });
 
 const toCopy = (r: Selectable<CopiesTable>): Copy => ({
@@ -286,6 +296,7 @@ export class KyselyStore implements Store {
         created_at: c.createdAt,
         ready_at: c.readyAt,
         copy_ms: c.copyMs,
+        changed_at: this.now(),
       })
       .execute();
   }
@@ -329,6 +340,7 @@ export class KyselyStore implements Store {
         .updateTable('copies')
         .set({
           state: to,
+          changed_at: this.now(),
           ...(patch.method !== undefined && { method: patch.method }),
           ...(patch.error !== undefined && { error: patch.error }),
           ...(patch.readyAt !== undefined && { ready_at: patch.readyAt }),
@@ -360,7 +372,7 @@ export class KyselyStore implements Store {
         .limit(1);
       const row = await tx
         .updateTable('copies')
-        .set({ state: 'mapped', host_id: args.hostId })
+        .set({ state: 'mapped', host_id: args.hostId, changed_at: this.now() })
         .where('id', '=', args.copyId ?? pick)
         .where('state', '=', 'ready')
         .where('image_id', '=', args.imageId)
@@ -384,7 +396,7 @@ export class KyselyStore implements Store {
       await tx.deleteFrom('mappings').where('host_id', '=', hostId).execute();
       const row = await tx
         .updateTable('copies')
-        .set({ state: 'releasing' })
+        .set({ state: 'releasing', changed_at: this.now() })
         .where('id', '=', m.copy_id)
         .where('state', 'in', ['mapped', 'failed'])
         .returningAll()
@@ -406,7 +418,7 @@ export class KyselyStore implements Store {
       }
       await tx
         .insertInto('hosts')
-        .values({ id: host.id, mac: host.mac, labels: JSON.stringify(host.labels), vars: JSON.stringify(host.vars), created_at: host.createdAt, psk: null })
+        .values({ id: host.id, mac: host.mac, labels: JSON.stringify(host.labels), vars: JSON.stringify(host.vars), created_at: host.createdAt, psk: null, meta_secret: null })
         .execute();
       await this.event(tx, event);
     });
@@ -427,6 +439,8 @@ export class KyselyStore implements Store {
       if (m) throw new ConflictError(`host '${id}' holds a mapping; release it first`, { hostId: id });
       const r = await tx.deleteFrom('hosts').where('id', '=', id).executeTakeFirst();
       if (Number(r.numDeletedRows) === 0) throw new NotFoundError('host', id);
+      // A host token dies with its host: a new host of the same id must not inherit it.
+      await tx.deleteFrom('api_tokens').where('host_id', '=', id).execute();
       await this.event(tx, event);
     });
   }
@@ -447,6 +461,19 @@ export class KyselyStore implements Store {
   async getHostKey(id: string): Promise<string | undefined> {
     const r = await this.db.selectFrom('hosts').select('psk').where('id', '=', id).executeTakeFirst();
     return r?.psk ?? undefined;
+  }
+
+  async setHostMetaSecret(id: string, secretHex: string, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const r = await tx.updateTable('hosts').set({ meta_secret: secretHex }).where('id', '=', id).executeTakeFirst();
+      if (Number(r.numUpdatedRows) === 0) throw new NotFoundError('host', id);
+      await this.event(tx, event);
+    });
+  }
+
+  async getHostMetaSecret(id: string): Promise<string | undefined> {
+    const r = await this.db.selectFrom('hosts').select('meta_secret').where('id', '=', id).executeTakeFirst();
+    return r?.meta_secret ?? undefined;
   }
 
   async setHostVars(id: string, vars: Readonly<Record<string, string>>, event: NewEvent): Promise<void> {
@@ -541,6 +568,37 @@ export class KyselyStore implements Store {
     return (await this.db.selectFrom('mappings').selectAll().orderBy('host_id').execute()).map(toMapping);
   }
 
+  // API tokens --------------------------------------------------------------------------
+
+  async insertToken(token: ApiToken, sha256: string, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const clash = await tx.selectFrom('api_tokens').select('name').where('name', '=', token.name).executeTakeFirst();
+      if (clash) throw new ConflictError(`token '${token.name}' exists already; revoke it first or pick another name`, { name: token.name });
+      await tx
+        .insertInto('api_tokens')
+        .values({ name: token.name, role: token.role, host_id: token.hostId, sha256, created_at: token.createdAt, expires_at: token.expiresAt })
+        .execute();
+      await this.event(tx, event);
+    });
+  }
+
+  async findToken(sha256: string): Promise<ApiToken | undefined> {
+    const r = await this.db.selectFrom('api_tokens').selectAll().where('sha256', '=', sha256).executeTakeFirst();
+    return r && toToken(r);
+  }
+
+  async listTokens(): Promise<ApiToken[]> {
+    return (await this.db.selectFrom('api_tokens').selectAll().orderBy('name').execute()).map(toToken);
+  }
+
+  async deleteToken(name: string, event: NewEvent): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const r = await tx.deleteFrom('api_tokens').where('name', '=', name).executeTakeFirst();
+      if (Number(r.numDeletedRows) === 0) throw new NotFoundError('token', name);
+      await this.event(tx, event);
+    });
+  }
+
   // events ------------------------------------------------------------------------------
 
   async appendEvent(event: NewEvent): Promise<void> {
@@ -556,6 +614,46 @@ export class KyselyStore implements Store {
       .limit(opts.limit ?? 1000)
       .execute();
     return rows.map((r) => ({ seq: Number(r.seq), at: r.at, type: r.type, subject: r.subject, data: JSON.parse(r.data) as Record<string, unknown> }));
+  }
+
+  async prune(cutoffs: { eventsBefore: Date; copiesGoneBefore: Date }): Promise<{ events: number; copies: number }> {
+    const eventsBefore = cutoffs.eventsBefore.toISOString();
+    const copiesGoneBefore = cutoffs.copiesGoneBefore.toISOString();
+    return this.db.transaction().execute(async (tx) => {
+      const horizon = Number((await tx.selectFrom('event_horizon').select('before_seq').where('id', '=', 1).executeTakeFirstOrThrow()).before_seq);
+      // Walks up from the horizon in seq order and stops at the first recent event: the cost is
+      // the rows about to go, with no index on `at`. Times that step back (a clock reset) only
+      // keep some old events longer; an event at or after the cutoff is never below the result.
+      const firstKept = await tx.selectFrom('events').select('seq').where('seq', '>=', horizon).where('at', '>=', eventsBefore).orderBy('seq').limit(1).executeTakeFirst();
+      let raised = horizon;
+      if (firstKept) {
+        raised = Number(firstKept.seq);
+      } else {
+        const last = await tx.selectFrom('events').select((eb) => eb.fn.max('seq').as('seq')).executeTakeFirst();
+        if (last?.seq !== null && last?.seq !== undefined) raised = Number(last.seq) + 1;
+      }
+      let events = 0;
+      if (raised > horizon) {
+        await tx.updateTable('event_horizon').set({ before_seq: raised }).where('id', '=', 1).execute();
+        events = Number((await tx.deleteFrom('events').where('seq', '<', raised).executeTakeFirst()).numDeletedRows);
+      }
+      // A gone copy has no volume and no mapping; the NOT EXISTS keeps the foreign key's promise
+      // should a row ever say otherwise. A NULL changed_at never compares older: it stays.
+      const copies = Number(
+        (
+          await tx
+            .deleteFrom('copies')
+            .where('state', '=', 'gone')
+            .where('changed_at', '<', copiesGoneBefore)
+            .where((eb) => eb.not(eb.exists(eb.selectFrom('mappings').select('mappings.copy_id').whereRef('mappings.copy_id', '=', 'copies.id'))))
+            .executeTakeFirst()
+        ).numDeletedRows,
+      );
+      if (events > 0 || copies > 0) {
+        await this.event(tx, { type: 'retention.pruned', subject: 'store', data: { events, copies, eventsBeforeSeq: raised, eventsBefore, copiesGoneBefore } });
+      }
+      return { events, copies };
+    });
   }
 
   get dialectName(): SqlDialectName {

@@ -125,6 +125,50 @@ function migrations(dialect: SqlDialectName): Record<string, Migration> {
         await db.schema.alterTable('pools').addColumn('forecast', 'text').execute();
       },
     },
+    '0005_api_tokens': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('api_tokens')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('role', 'text', (c) => c.notNull())
+          .addColumn('host_id', 'text')
+          // SHA-256 of the secret: a stolen database does not hand out working tokens.
+          .addColumn('sha256', 'text', (c) => c.notNull().unique())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'text')
+          .execute();
+        await db.schema.alterTable('hosts').addColumn('meta_secret', 'text').execute();
+      },
+    },
+    '0006_retention': {
+      async up(db: Kysely<unknown>) {
+        // When a copy's state last changed: a gone copy is pruned a retention after it went.
+        // Rows from before this migration get its time, so they are kept a full retention too.
+        await db.schema.alterTable('copies').addColumn('changed_at', 'text').execute();
+        await sql`UPDATE copies SET changed_at = ${new Date().toISOString()}`.execute(db);
+        // Events with seq below `before_seq` are past retention and may be deleted; every
+        // other one stays append-only. One row, raised by prune and never lowered.
+        await db.schema
+          .createTable('event_horizon')
+          .addColumn('id', 'integer', (c) => c.primaryKey().check(sql`id = 1`))
+          .addColumn('before_seq', 'bigint', (c) => c.notNull())
+          .execute();
+        await sql`INSERT INTO event_horizon (id, before_seq) VALUES (1, 0)`.execute(db);
+        if (dialect === 'sqlite') {
+          // No code path can delete a recent event or rewrite any: the database refuses. A missing
+          // horizon row counts as 0 (nothing deletable), not as NULL (which would let all through).
+          await sql`DROP TRIGGER events_no_delete`.execute(db);
+          await sql`CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            WHEN OLD.seq >= COALESCE((SELECT before_seq FROM event_horizon WHERE id = 1), 0)
+            BEGIN SELECT RAISE(ABORT, 'events are append-only: only those below the retention horizon may be deleted'); END`.execute(db);
+          await sql`CREATE TRIGGER event_horizon_no_lower BEFORE UPDATE ON event_horizon
+            WHEN NEW.before_seq < OLD.before_seq OR NEW.id != OLD.id
+            BEGIN SELECT RAISE(ABORT, 'the event horizon only rises'); END`.execute(db);
+          await sql`CREATE TRIGGER event_horizon_no_delete BEFORE DELETE ON event_horizon
+            BEGIN SELECT RAISE(ABORT, 'the event horizon only rises'); END`.execute(db);
+        }
+      },
+    },
   };
 }
 

@@ -35,6 +35,8 @@ export interface CopiesTable {
   created_at: string;
   ready_at: string | null;
   copy_ms: number | null;
+  /** When its state last changed (null only if written by something older than migration 0006). */
+  changed_at: string | null;
 }
 
 export interface HostsTable {
@@ -44,6 +46,16 @@ export interface HostsTable {
   created_at: string;
   psk: string | null;
   vars: Generated<string>;
+  meta_secret: string | null;
+}
+
+export interface ApiTokensTable {
+  name: string;
+  role: string;
+  host_id: string | null;
+  sha256: string;
+  created_at: string;
+  expires_at: string | null;
 }
 
 export interface TemplatesTable {
@@ -88,6 +100,12 @@ export interface EventsTable {
   data: string;
 }
 
+/** One row: events with `seq` below `before_seq` are past retention (see migration 0006). */
+export interface EventHorizonTable {
+  id: number;
+  before_seq: number;
+}
+
 export interface Database {
   images: ImagesTable;
   pools: PoolsTable;
@@ -95,6 +113,8 @@ export interface Database {
   hosts: HostsTable;
   mappings: MappingsTable;
   events: EventsTable;
+  event_horizon: EventHorizonTable;
   templates: TemplatesTable;
   template_builds: TemplateBuildsTable;
+  api_tokens: ApiTokensTable;
 }

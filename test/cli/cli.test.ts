@@ -30,6 +30,8 @@ describe('prestage pure parts', () => {
         PRESTAGE_CONFLICT: 4,
         PRESTAGE_BAD_IMAGE: 5,
         PRESTAGE_UNAVAILABLE: 7,
+        PRESTAGE_UNAUTHORIZED: 8,
+        PRESTAGE_FORBIDDEN: 8,
         PRESTAGE_NO_SPACE: 6,
         PRESTAGE_INTERNAL: 1,
       },
@@ -98,7 +100,7 @@ describe('prestage against a running server', () => {
     serve = await startServe(join(dir, 'data'));
     server = serve.child;
     port = Number(new URL(serve.url).port);
-    env = { PRESTAGE_URL: serve.url };
+    env = serve.env;
     server.stderr!.setEncoding('utf8').on('data', (s: string) => (serverErr += s));
     serverErr = serve.stderr();
   });
@@ -213,7 +215,7 @@ describe('prestage against a running server', () => {
     assert.equal(p.access.kind, 'nbd', 'the default exporter is the built-in NBD server');
     assert.match(p.access.uri, new RegExp(`^nbds://h1@127\\.0\\.0\\.1:[0-9]+/${p.copyId}$`));
     copyId = p.copyId;
-    const copies = (await (await fetch(`${serve.url}/v1/copies?state=mapped`)).json()) as { id: string; volume: string }[];
+    const copies = (await serve.call<{ id: string; volume: string }[]>('GET', '/v1/copies?state=mapped')).body;
     copyPath = copies.find((c) => c.id === copyId)!.volume;
     assert.equal((await stat(copyPath)).size, 8 * MiB);
 
@@ -292,7 +294,7 @@ describe('prestage against a running server', () => {
       { args: ['host', 'add', 'h2', '--mac', 'zz'], exit: 2, says: /MAC/ },
       { args: ['frobnicate'], exit: 2, says: /unknown command 'frobnicate'/ },
       { args: ['pool', 'list', '--wide'], exit: 2, says: /unknown option '--wide'.*prestage pool list --help/ },
-      { args: ['image', 'import', 'only-a-name'], exit: 2, says: /missing required argument 'file'/ },
+      { args: ['image', 'import', 'only-a-name'], exit: 2, says: /missing required argument 'source'/ },
       { args: ['--server', 'ftp://x', 'status'], exit: 2, says: /--server/ },
     ];
     for (const c of cases) {

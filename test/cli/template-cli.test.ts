@@ -75,7 +75,7 @@ describe('prestage template and host values, against a running server', () => {
   let motd: Buffer;
 
   /** Runs `node bin/prestage.js --server URL ARGS` to completion in `cwd` (default: the test's folder). */
-  const cli = (args: readonly string[], cwd = dir): Promise<Run> => prestage(['--server', serve.url, ...args], { cwd, env: { PRESTAGE_URL: undefined } });
+  const cli = (args: readonly string[], cwd = dir): Promise<Run> => prestage(['--server', serve.url, ...args], { cwd, env: { PRESTAGE_URL: undefined, PRESTAGE_TOKEN: serve.token } });
   const ok = async (...args: string[]) => {
     const r = await cli(args);
     assert.equal(r.code, 0, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
@@ -90,8 +90,8 @@ describe('prestage template and host values, against a running server', () => {
   };
   const showJson = () => api<Template>('/v1/templates/web');
   const meta = async (host: string) => {
-    const { key } = await api<{ key: string }>(`/v1/hosts/${host}/key`);
-    const res = await fetch(`${serve.url}/v1/meta/${host}/meta-data`, { headers: { authorization: `Basic ${Buffer.from(`${host}:${key}`).toString('base64')}` } });
+    const { secret } = await api<{ secret: string }>(`/v1/hosts/${host}/meta-credential`);
+    const res = await fetch(`${serve.url}/v1/meta/${host}/meta-data`, { headers: { authorization: `Basic ${Buffer.from(`${host}:${secret}`).toString('base64')}` } });
     assert.equal(res.status, 200);
     return res.text();
   };

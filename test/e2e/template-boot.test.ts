@@ -3,9 +3,10 @@
 // template, reached over prestage's built-in NBD server with TLS-PSK (identity = host id).
 // On the serial console the host shows a file the template wrote, then runs a script the
 // template wrote, which fetches the host's own cloud-init NoCloud-net documents over HTTP from
-// `prestage serve`. The seed URL carrying the host's key comes on the kernel command line, as a
-// PXE/iPXE boot would hand it over: the template, shared by every host, holds no key.
-// The host also tries another host's credentials on its own documents and gets a refusal.
+// `prestage serve`. The seed URL carrying the host's meta-data credential (never its NBD key)
+// comes on the kernel command line, as a PXE/iPXE boot would hand it over: the template, shared
+// by every host, holds no credential. The host also tries another host's credential and its own
+// NBD key on its own documents and gets a refusal.
 // Defends the template tier of the design: a template spare is handed out warm (invariant 6),
 // per-host data is served to its host only, and neither golden nor template ever changes (1).
 // A missing tool fails the test, naming its apt package (scripts/install.sh installs them).
@@ -66,11 +67,11 @@ const META_DOCS = ['meta-data', 'user-data'] as const;
 
 /**
  * The script the template writes: it finds the NoCloud-net seed URL (`ds=nocloud-net;s=URL/`,
- * user and key in the URL) on the kernel command line and prints each document between markers.
+ * user and meta-data credential in the URL) on the kernel command line and prints each document between markers.
  */
 const fetchScript = `#!/bin/sh
 # Written by the prestage template ${TEMPLATE}: fetch this host's own cloud-init documents.
-# The seed URL, with the host's key, comes on the kernel command line; the image has no key.
+# The seed URL, with the host's meta-data credential, comes on the kernel command line; the image has none.
 set -f
 url=
 for w in $(cat /proc/cmdline); do
@@ -100,6 +101,9 @@ describe('a host boots a spare of a template and fetches its own per-host data o
   let a: Provision;
   let keyA: Key;
   let keyB: Key;
+  /** Each host's meta-data credential: not its NBD key, which never travels over HTTP. */
+  let metaA: string;
+  let metaB: string;
   let keyDirA: string;
   let templateSha: string;
   const site = `site-${randomBytes(4).toString('hex')}`;
@@ -196,17 +200,26 @@ describe('a host boots a spare of a template and fetches its own per-host data o
     keyA = await key('host-a');
     keyB = await key('host-b');
     assert.notEqual(keyA.key, keyB.key);
+    const meta = async (id: string) => {
+      const c = await serve!.call<{ secret: string }>('GET', `/v1/hosts/${id}/meta-credential`);
+      assert.equal(c.status, 200);
+      assert.match(c.body.secret, /^[0-9a-f]{32}$/);
+      return c.body.secret;
+    };
+    metaA = await meta('host-a');
+    metaB = await meta('host-b');
     keyDirA = await writeQemuPskDir(join(dir, 'keys-host-a'), keyA.pskFileLine);
   });
 
   step("host A boots its copy: the template's file, its own meta-data over HTTP, nothing with B's credentials", async (t) => {
     const r = await boot([
       guestParams.show(TEMPLATE_FILE),
-      `ds=nocloud-net;s=${metaUrl('host-a', keyA.key, 'host-a')}`,
+      `ds=nocloud-net;s=${metaUrl('host-a', metaA, 'host-a')}`,
       guestParams.run(FETCH_SCRIPT),
-      // Another host's credentials on A's documents, A's name with B's key, and no credentials.
-      guestParams.fetch('b-credentials', metaUrl('host-b', keyB.key, 'host-a', 'meta-data')),
-      guestParams.fetch('b-key', metaUrl('host-a', keyB.key, 'host-a', 'meta-data')),
+      // Another host's credentials on A's documents, A's name with B's secret, A's NBD key, and no credentials.
+      guestParams.fetch('b-credentials', metaUrl('host-b', metaB, 'host-a', 'meta-data')),
+      guestParams.fetch('b-key', metaUrl('host-a', metaB, 'host-a', 'meta-data')),
+      guestParams.fetch('nbd-key', metaUrl('host-a', keyA.key, 'host-a', 'meta-data')),
       guestParams.fetch('anonymous', `http://${GUEST_NET.hostLoopback}:${apiPort}/v1/meta/host-a/meta-data`),
     ]);
     t.diagnostic(`host A booted, fetched and powered off in ${r.ms} ms`);
@@ -224,7 +237,7 @@ describe('a host boots a spare of a template and fetches its own per-host data o
     assert.ok(!r.output.includes(hostnameB), `nothing of B's data reaches A\n${shown(r)}`);
 
     // Another host's credentials get a refusal, and none of A's data.
-    for (const label of ['b-credentials', 'b-key', 'anonymous']) {
+    for (const label of ['b-credentials', 'b-key', 'nbd-key', 'anonymous']) {
       assert.match(r.statuses.get(`fetch:${label}`) ?? '', /^failed:.*\b401 Unauthorized/, `${label}: refused by the server (not a network failure)\n${shown(r)}`);
       assert.equal(r.sections.get(`fetch:${label}`), '', `${label}: got nothing\n${shown(r)}`);
     }
@@ -238,7 +251,7 @@ describe('a host boots a spare of a template and fetches its own per-host data o
     const renamed = `${hostnameA}-renamed`;
     const patch = await serve!.call<{ vars: Record<string, string> }>('PATCH', '/v1/hosts/host-a/vars', { hostname: renamed });
     assert.equal(patch.status, 200, JSON.stringify(patch.body));
-    const r = await boot([`ds=nocloud-net;s=${metaUrl('host-a', keyA.key, 'host-a')}`, guestParams.run(FETCH_SCRIPT)]);
+    const r = await boot([`ds=nocloud-net;s=${metaUrl('host-a', metaA, 'host-a')}`, guestParams.run(FETCH_SCRIPT)]);
     t.diagnostic(`host A booted again in ${r.ms} ms`);
     assert.equal(r.statuses.get(`run:${FETCH_SCRIPT}`), '0', shown(r));
     assert.equal(r.sections.get('meta-data')?.trim(), `instance-id: host-a\nlocal-hostname: ${renamed}`, shown(r));

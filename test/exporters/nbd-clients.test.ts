@@ -124,7 +124,9 @@ for (const tls of ['psk', 'off'] as const) {
         await writeFile(file(name), '');
         await truncate(file(name), 64 * MiB);
       }
-      server = new NbdServer({ tls, keys: (id) => keys.get(id), negotiationTimeoutMs: 1000, stopTimeoutMs: 2000 });
+      // A deadline from accept: long enough for nbdinfo --list over 6 exports (about 200 ms per
+      // export in plaintext), short enough that a stalled fuzz conversation ends within exchange()'s 5 s.
+      server = new NbdServer({ tls, keys: (id) => keys.get(id), negotiationTimeoutMs: 3000, stopTimeoutMs: 2000 });
       await server.addExport({ name: 'a-disk', path: file('a.img'), hostId: 'hostA', readOnly: true, description: 'A, sealed' });
       await server.addExport({ name: 'b-disk', path: file('b.img'), hostId: 'hostB' });
       for (const name of ['upload', 'scratch', 'temp', 'fuzz']) await server.addExport({ name: `a-${name}`, path: file(`${name}.img`), hostId: 'hostA' });

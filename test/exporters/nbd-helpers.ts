@@ -1,5 +1,9 @@
-/** Shared pieces of the NBD tests: an in-memory device, a reply decoder, a seeded PRNG. */
-import { nbdProtocol as p, type BlockDevice } from '../../src/exporters/nbd/index.js';
+/** Shared pieces of the NBD tests: an in-memory device, a reply decoder, a seeded PRNG, a hand-driven client. */
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
+import { DEFAULT_PSK_CIPHERS, nbdProtocol as p, type BlockDevice } from '../../src/exporters/nbd/index.js';
 
 const SECTOR = 512;
 
@@ -114,4 +118,87 @@ export function mutate(b: Buffer, rand: () => number, count = 1 + Math.floor(ran
     }
   }
   return out;
+}
+
+/** `n` bytes from a paused stream; rejects if it ends first. */
+export async function readExactly(s: Duplex, n: number): Promise<Buffer> {
+  for (;;) {
+    const b = s.read(n) as Buffer | null;
+    if (b !== null && b.length === n) return b;
+    if (b !== null || s.readableEnded || s.destroyed) throw new Error(`the server closed the connection (wanted ${n} bytes)`);
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        s.off('readable', done);
+        s.off('close', done);
+        resolve();
+      };
+      s.on('readable', done);
+      s.on('close', done);
+    });
+  }
+}
+
+/** Reads option replies up to the final one for `option`; returns them all. */
+export async function readOptionReplies(s: Duplex, option: number): Promise<OptionReply[]> {
+  const out: OptionReply[] = [];
+  for (;;) {
+    const head = await readExactly(s, 20);
+    if (head.readBigUInt64BE(0) !== p.NBD_OPTION_REPLY_MAGIC || head.readUInt32BE(8) !== option) throw new Error('not a reply to the option sent');
+    const length = head.readUInt32BE(16);
+    const reply = { option, type: head.readUInt32BE(12), data: length > 0 ? await readExactly(s, length) : Buffer.alloc(0) };
+    out.push(reply);
+    if (reply.type === p.NBD_REP.ACK || reply.type >= 2 ** 31) return out;
+  }
+}
+
+export interface RawClientOptions {
+  /** Upgrade with STARTTLS and TLS-PSK as this identity first. */
+  readonly psk?: { readonly identity: string; readonly key: Buffer };
+  readonly localAddress?: string;
+  /** Stop once TLS is up (or after the greeting without `psk`) instead of opening an export. */
+  readonly optionMode?: boolean;
+}
+
+/**
+ * A client that negotiates by hand, as real ones do: fixed newstyle, STARTTLS and TLS-PSK when
+ * asked, then NBD_OPT_GO `exportName` (plain replies). Returns the stream, paused, in
+ * transmission (or in option mode); rejects if the server refuses or hangs up.
+ */
+export async function rawClient(port: number, exportName: string, o: RawClientOptions = {}): Promise<Socket> {
+  const socket = connect({ host: '127.0.0.1', port, ...(o.localAddress === undefined ? {} : { localAddress: o.localAddress }) });
+  socket.on('error', () => undefined); // a reset shows as a close, which readExactly reports
+  let stream: Socket = socket;
+  try {
+    await once(socket, 'connect');
+    const greeting = await readExactly(socket, 18);
+    if (greeting.readBigUInt64BE(0) !== p.NBD_MAGIC) throw new Error('no NBD greeting');
+    socket.write(p.clientFlags(p.NBD_FLAG_C_FIXED_NEWSTYLE | p.NBD_FLAG_C_NO_ZEROES));
+    if (o.psk !== undefined) {
+      socket.write(p.clientOption(p.NBD_OPT.STARTTLS));
+      const [ack] = await readOptionReplies(socket, p.NBD_OPT.STARTTLS);
+      if (ack?.type !== p.NBD_REP.ACK) throw new Error('STARTTLS refused');
+      const psk = o.psk;
+      const secure = tlsConnect({ socket, pskCallback: () => ({ identity: psk.identity, psk: psk.key }), ciphers: DEFAULT_PSK_CIPHERS, checkServerIdentity: () => undefined });
+      secure.on('error', () => undefined);
+      stream = secure;
+      await Promise.race([once(secure, 'secureConnect'), once(secure, 'close').then(() => Promise.reject(new Error('TLS refused')))]);
+    }
+    if (o.optionMode === true) return stream;
+    stream.write(p.clientOption(p.NBD_OPT.GO, p.infoRequestData(exportName)));
+    const replies = await readOptionReplies(stream, p.NBD_OPT.GO);
+    if (replies.at(-1)?.type !== p.NBD_REP.ACK) throw new Error(`NBD_OPT_GO refused (${replies.at(-1)?.type})`);
+    return stream;
+  } catch (e) {
+    stream.destroy();
+    socket.destroy();
+    throw e;
+  }
+}
+
+/** Reads `length` bytes at `offset` over an attached raw client (simple replies). */
+export async function rawRead(s: Duplex, offset: number, length: number, handle = 1n): Promise<Buffer> {
+  s.write(p.clientRequest({ flags: 0, type: p.NBD_CMD.READ, handle, offset, length }));
+  const head = await readExactly(s, 16);
+  if (head.readUInt32BE(0) !== p.NBD_SIMPLE_REPLY_MAGIC || head.readUInt32BE(4) !== 0) throw new Error(`READ failed (${head.readUInt32BE(4)})`);
+  return readExactly(s, length);
 }

@@ -160,6 +160,8 @@ function config(tlsRequired: boolean): HandshakeConfig<TestExport> {
   return {
     tlsRequired,
     maxOptionLength: 65536,
+    maxOptionsBeforeTls: 32,
+    maxOptions: 256,
     blockSizes: { min: 1, preferred: 4096, max: 32 << 20 },
     authorize: (identity, name) => EXPORTS.find((e) => e.name === name && visible(identity, e)),
     list: (identity) => EXPORTS.filter((e) => visible(identity, e)),

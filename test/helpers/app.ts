@@ -1,4 +1,5 @@
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { pino } from 'pino';
 import { makeTempDir } from './files.js';
 import { PrestageApp, compileConfig, type RawConfig } from '../../src/app/index.js';
@@ -6,6 +7,8 @@ import { PrestageApp, compileConfig, type RawConfig } from '../../src/app/index.
 export interface TestApp {
   readonly app: PrestageApp;
   readonly dataDir: string;
+  /** The admin token the first start wrote; `call` sends it unless the headers carry an authorization of their own. */
+  readonly token: string;
   /** Sends a JSON request through Fastify's inject (no socket) and parses the reply. */
   call<T = unknown>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', url: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: T; text: string }>;
   close(opts?: { keepData?: boolean }): Promise<void>;
@@ -18,14 +21,21 @@ export interface TestApp {
 export async function startTestApp(raw: RawConfig = {}, opts: { listen?: boolean } = {}): Promise<TestApp> {
   const dataDir = raw.dataDir ?? (await makeTempDir());
   // The service tests read copies through their local path; the NBD tests ask for nbd.
-  const config = compileConfig({ poolAutoCreate: false, logLevel: 'silent', drainTimeout: '30s', exporter: 'path', nbdListen: '127.0.0.1:0', ...raw, dataDir });
+  const config = compileConfig({ poolAutoCreate: false, logLevel: 'silent', drainTimeout: '30s', exporter: 'path', nbdListen: '127.0.0.1:0', importDirs: [tmpdir()], ...raw, dataDir });
   const app = new PrestageApp(config, pino({ level: process.env.PRESTAGE_TEST_LOG ?? 'silent' }));
   await app.start({ listen: opts.listen === true });
+  const token = (await readFile(app.adminTokenFile, 'utf8')).trim();
   return {
     app,
     dataDir,
+    token,
     async call<T>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', url: string, body?: unknown, headers?: Record<string, string>) {
-      const res = await app.http.inject({ method, url, ...(body !== undefined && { payload: body as object }), ...(headers && { headers }) });
+      const res = await app.http.inject({
+        method,
+        url,
+        ...(body !== undefined && { payload: body as object }),
+        headers: { authorization: `Bearer ${token}`, ...headers },
+      });
       const json = res.body.length > 0 && String(res.headers['content-type'] ?? '').startsWith('application/json');
       return { status: res.statusCode, body: (json ? res.json() : undefined) as T, text: res.body };
     },

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from './files.js';
 
@@ -22,6 +25,10 @@ export async function freePort(): Promise<number> {
 export interface ServeProcess {
   readonly url: string;
   readonly child: ChildProcess;
+  /** The admin token the server wrote on its first start. */
+  readonly token: string;
+  /** What a CLI run needs to reach this server: PRESTAGE_URL and PRESTAGE_TOKEN. */
+  readonly env: NodeJS.ProcessEnv;
   stderr(): string;
   /** Sends a JSON request to the API and parses the reply. */
   call<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
@@ -32,7 +39,7 @@ export interface ServeProcess {
 export async function startServe(dataDir: string, extraArgs: readonly string[] = []): Promise<ServeProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--nbd-listen', '127.0.0.1:0', '--log-level', 'warn', ...extraArgs], {
+  const child = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--nbd-listen', '127.0.0.1:0', '--log-level', 'warn', '--import-dir', tmpdir(), ...extraArgs], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let err = '';
@@ -47,14 +54,18 @@ export async function startServe(dataDir: string, extraArgs: readonly string[] =
     60_000,
     100,
   );
+  const token = (await readFile(join(dataDir, 'admin.token'), 'utf8')).trim();
   return {
     url,
     child,
+    token,
+    env: { PRESTAGE_URL: url, PRESTAGE_TOKEN: token },
     stderr: () => err,
     async call<T>(method: string, path: string, body?: unknown) {
       const res = await fetch(url + path, {
         method,
-        ...(body !== undefined && { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+        headers: { authorization: `Bearer ${token}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+        ...(body !== undefined && { body: JSON.stringify(body) }),
       });
       const text = await res.text();
       return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };

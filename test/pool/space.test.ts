@@ -96,7 +96,7 @@ describe('a pool on a filesystem too small for its target', () => {
 
   const pool = async () => (await t!.call<PoolBody>('GET', '/v1/pools/golden')).body;
   const events = async () => (await t!.call<Event[]>('GET', '/v1/events?limit=10000')).body;
-  const cli = (...args: string[]) => prestage(args, { env: { PRESTAGE_URL: `http://${t!.app.address}` } });
+  const cli = (...args: string[]) => prestage(args, { env: { PRESTAGE_URL: `http://${t!.app.address}`, PRESTAGE_TOKEN: t!.token } });
 
   it('says it is short of space in /v1/pools, /v1/status, /healthz and the CLI, and starts no copy', async () => {
     assert.equal((await t!.call('POST', '/v1/images', { name: 'golden', path: join(root, 'golden.raw') })).status, 201);

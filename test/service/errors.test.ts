@@ -81,7 +81,7 @@ describe('bad input gets a clear error and changes nothing', () => {
     await refused(t, 'PATCH', '/v1/hosts/h1/vars', { x: 1 }, 400, 'PRESTAGE_INPUT');
     // The JSON text `null` itself (t.call would send no body at all).
     const before = await snapshot(t);
-    const nul = await t.app.http.inject({ method: 'POST', url: '/v1/templates', payload: 'null', headers: { 'content-type': 'application/json' } });
+    const nul = await t.app.http.inject({ method: 'POST', url: '/v1/templates', payload: 'null', headers: { 'content-type': 'application/json', authorization: `Bearer ${t.token}` } });
     assert.deepEqual([nul.statusCode, nul.json<Err>().error.code], [400, 'PRESTAGE_INPUT']);
     assert.deepEqual(await snapshot(t), before);
   });
@@ -105,7 +105,8 @@ describe('bad input gets a clear error and changes nothing', () => {
   });
 
   it('unreadable or truncated image files leave nothing half-made', async () => {
-    await refused(t, 'POST', '/v1/images', { name: 'm', path: join(dir, 'missing.raw') }, 422, 'PRESTAGE_BAD_IMAGE');
+    // A missing file gets the answer a path outside the import directories gets: nothing is revealed.
+    await refused(t, 'POST', '/v1/images', { name: 'm', path: join(dir, 'missing.raw') }, 403, 'PRESTAGE_FORBIDDEN', /import directories/);
     await refused(t, 'POST', '/v1/images', { name: 'm', path: dir }, 422, 'PRESTAGE_BAD_IMAGE');
     await writeFile(join(dir, 'empty.raw'), '');
     await refused(t, 'POST', '/v1/images', { name: 'm', path: join(dir, 'empty.raw') }, 422, 'PRESTAGE_BAD_IMAGE');

@@ -126,9 +126,10 @@ describe('templates', () => {
   });
 
   it("serves each host its own per-host data, and nothing to another host's credentials", async () => {
-    const key1 = (await t.call<{ key: string }>('GET', '/v1/hosts/h1/key')).body.key;
+    const key1 = (await t.call<{ secret: string }>('GET', '/v1/hosts/h1/meta-credential')).body.secret;
     assert.equal((await t.call('POST', '/v1/hosts', { id: 'h2' })).status, 201);
-    const key2 = (await t.call<{ key: string }>('GET', '/v1/hosts/h2/key')).body.key;
+    const key2 = (await t.call<{ secret: string }>('GET', '/v1/hosts/h2/meta-credential')).body.secret;
+    const nbdKey1 = (await t.call<{ key: string }>('GET', '/v1/hosts/h1/key')).body.key;
     const meta = await t.call('GET', '/v1/meta/h1/meta-data', undefined, basic('h1', key1));
     assert.equal(meta.status, 200);
     assert.equal(meta.text, 'instance-id: h1\nlocal-hostname: web-01\n');
@@ -136,7 +137,8 @@ describe('templates', () => {
     assert.equal(user.text, '#cloud-config\nfqdn: web-01.berlin.example\n');
     for (const [why, headers] of [
       ["h2's credentials", basic('h2', key2)],
-      ["h2's key as h1", basic('h1', key2)],
+      ["h2's credential as h1", basic('h1', key2)],
+      ["h1's NBD key, not its meta-data credential", basic('h1', nbdKey1)],
       ['no credentials', {}],
       ['garbage', { authorization: 'Basic !!!' }],
     ] as const) {
@@ -156,7 +158,13 @@ describe('templates', () => {
       ['an unknown field', { ...spec({ name: 'bad1' }), fils: [] }, 400, /fils/],
       ['a missing partition', spec({ name: 'bad2', partition: { number: 9 } }), 422, /partition 9/],
       ['vfat where ext was asked', spec({ name: 'bad3', partition: { label: 'cidata' } }), 422, /vfat/],
-      ['a full filesystem', spec({ name: 'bad4', partition: { number: 4 }, remove: [], files: [1, 2].map((n) => ({ path: `/big${n}`, mode: 0o644, uid: 0, gid: 0, contentBase64: Buffer.alloc(1_000_000, n).toString('base64'), substitute: false })) }), 507, /full|space/i],
+      [
+        'a full filesystem',
+        // 1.8 MB rendered into a 1 MiB filesystem from a spec far under the 1 MiB body limit.
+        spec({ name: 'bad4', partition: { number: 4 }, remove: [], params: { dns: '10.1.2.3', site: 'berlin', fill: 'x'.repeat(60_000) }, files: [1, 2].map((n) => ({ path: `/big${n}`, mode: 0o644, uid: 0, gid: 0, contentBase64: b64('{{fill}}'.repeat(15)), substitute: true })) }),
+        507,
+        /full|space/i,
+      ],
       ['an unknown base', spec({ name: 'bad5', base: 'nope' }), 404, /nope/],
       ['a golden image name', spec({ name: 'debian' }), 409, /golden/],
     ];

@@ -11,7 +11,7 @@ import { makeTempDir, writeRandomFile } from '../helpers/files.js';
 import { volumeFiles } from '../helpers/snapshot.js';
 
 const RUNS = Math.max(100, Number(process.env.PRESTAGE_PROPERTY_RUNS ?? 40) * 5);
-const CODES = new Set(['PRESTAGE_INPUT', 'PRESTAGE_NOT_FOUND', 'PRESTAGE_CONFLICT', 'PRESTAGE_BAD_IMAGE', 'PRESTAGE_UNAVAILABLE', 'PRESTAGE_NO_SPACE']);
+const CODES = new Set(['PRESTAGE_FORBIDDEN', 'PRESTAGE_INPUT', 'PRESTAGE_NOT_FOUND', 'PRESTAGE_CONFLICT', 'PRESTAGE_BAD_IMAGE', 'PRESTAGE_UNAVAILABLE', 'PRESTAGE_NO_SPACE']);
 
 type Method = 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 interface Route {
@@ -19,6 +19,8 @@ interface Route {
   readonly url: fc.Arbitrary<string>;
   /** A body the route takes (fields may still name things that do not exist). */
   readonly good: fc.Arbitrary<Record<string, unknown>> | null;
+  /** Bytes the route takes as application/octet-stream (an upload), besides any JSON. */
+  readonly octets?: fc.Arbitrary<Uint8Array>;
 }
 
 const name = fc.constantFrom('base', 'base@1', 'nope', 'x', 'Bad Name', '', 'a'.repeat(70), '..', 'base@0', 'base@99999999999');
@@ -65,11 +67,31 @@ describe(`write routes take any body without a 500 or a half-done change (${RUNS
     { method: 'POST', url: fc.constant('/v1/templates'), good: fc.record({ name: fc.constantFrom('web', 'Bad'), base: name, params: fc.constant({}) }, { requiredKeys: ['name', 'base'] }) },
     { method: 'POST', url: fc.constantFrom('/v1/templates/web/build', '/v1/templates/nope/build'), good: null },
     { method: 'DELETE', url: name.map((n) => `/v1/images/${encodeURIComponent(n)}`), good: null },
+    {
+      method: 'PUT',
+      url: name.map((n) => `/v1/images/${encodeURIComponent(n)}`),
+      good: null,
+      // Sizes around the 512-byte sector: some are images, most are not.
+      octets: fc.oneof(fc.uint8Array({ maxLength: 1100 }), fc.integer({ min: 1, max: 3 }).map((n) => new Uint8Array(n * 512).fill(n))),
+    },
+    {
+      method: 'POST',
+      url: fc.constant('/v1/images'),
+      good: fc.record({ name, url: fc.constantFrom('http://127.0.0.1:1/x', 'file:///etc/passwd', 'gopher://x', ''), sha256: fc.constantFrom('0'.repeat(64), 'xyz') }, { requiredKeys: ['name', 'url'] }),
+    },
+    {
+      method: 'POST',
+      url: fc.constant('/v1/tokens'),
+      good: fc.record({ name: fc.constantFrom('ci', 'Bad Name', '', 'a'.repeat(70)), role: fc.constantFrom('reader', 'host', 'root'), hostId: host, expiresInS: fc.constantFrom(59, 60, 3600, -1, 1e12) }, { requiredKeys: ['name', 'role'] }),
+    },
+    { method: 'DELETE', url: fc.constantFrom('/v1/tokens/ci', '/v1/tokens/nope', '/v1/tokens/%zz'), good: null },
+    { method: 'POST', url: host.map((h) => `/v1/hosts/${encodeURIComponent(h)}/meta-credential`), good: fc.constant({}) },
   ];
 
   /** A right body, a right body with one field replaced by any JSON, or any JSON at all. */
   const bodyFor = (r: Route): fc.Arbitrary<unknown> => {
     const variants: fc.Arbitrary<unknown>[] = [anyJson, fc.constant(undefined)];
+    if (r.octets) variants.push(r.octets.map((b) => Buffer.from(b)));
     if (r.good) {
       variants.push(r.good);
       variants.push(
@@ -94,6 +116,8 @@ describe(`write routes take any body without a 500 or a half-done change (${RUNS
       hosts: await get('/v1/hosts'),
       templates: await get('/v1/templates'),
       copies: ((await get('/v1/copies')) as { id: string; state: string }[]).map((c) => [c.id, c.state]),
+      tokens: await get('/v1/tokens'),
+      metaCredential: await get('/v1/hosts/h1/meta-credential'),
       files: await volumeFiles(t.dataDir),
     };
   };
@@ -118,8 +142,16 @@ describe(`write routes take any body without a 500 or a half-done change (${RUNS
         const route = all[i]!;
         const before = await state();
         const seq = await lastSeq();
-        const res = await t.app.http.inject({ method: route.method, url, ...(body !== undefined && { payload: JSON.stringify(body), headers: { 'content-type': 'application/json' } }) });
-        const what = `${route.method} ${url} ${JSON.stringify(body)?.slice(0, 200)} → ${res.statusCode} ${res.body.slice(0, 300)}`;
+        const auth = { authorization: `Bearer ${t.token}` };
+        const octets = Buffer.isBuffer(body);
+        const res = await t.app.http.inject({
+          method: route.method,
+          url,
+          headers: body === undefined ? auth : { ...auth, 'content-type': octets ? 'application/octet-stream' : 'application/json' },
+          ...(body !== undefined && { payload: octets ? body : JSON.stringify(body) }),
+        });
+        const shown = octets ? `<${body.length} bytes>` : JSON.stringify(body)?.slice(0, 200);
+        const what = `${route.method} ${url} ${shown} → ${res.statusCode} ${res.body.slice(0, 300)}`;
         if (process.env.PRESTAGE_PROPERTY_LOG) console.log(`${route.method} ${url.split("/").slice(0, 3).join("/")} ${res.statusCode}`);
         assert.ok(res.statusCode < 500, what);
         if (res.statusCode >= 400) {

@@ -4,7 +4,7 @@ import { hostVar, label } from '../args.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { dash, json, labels, table, when } from '../format.js';
-import type { HostKeyReply, HostReply } from '../replies.js';
+import type { HostKeyReply, HostReply, MetaCredentialReply } from '../replies.js';
 import { writePskFile } from '../psk-file.js';
 
 export function hostCommand(ctx: CliContext): CommandUnknownOpts {
@@ -49,7 +49,7 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
     .description('list hosts and what each is mapped to')
     .option('--json', 'print the raw JSON reply')
     .action(async (opts) => {
-      const hosts = await ctx.client.get<HostReply[]>('/v1/hosts');
+      const hosts = await ctx.client.list<HostReply>('/v1/hosts');
       if (opts.json) return ctx.out(json(hosts));
       if (hosts.length === 0) return ctx.out('no hosts (add one: prestage host add ID)');
       ctx.out(
@@ -67,7 +67,7 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
     .command('key')
     .description("print or write the host's TLS-PSK key (identity:hexkey, the key file format of nbdinfo and qemu)")
     .argument('<id>', 'host id')
-    .option('--rotate', 'make a new key first (open connections keep the old one)')
+    .option('--rotate', "make a new key first (the host's open NBD connections are cut)")
     .option('--out <file>', 'write the key into this file (mode 0600), replacing any line of the same identity')
     .option('--json', 'print the raw JSON reply')
     .action(async (id, opts) => {
@@ -76,6 +76,24 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
       if (opts.out !== undefined) await writePskFile(opts.out, k.identity, k.pskFileLine);
       if (opts.json) return ctx.out(json(k));
       ctx.out(opts.out !== undefined ? `${opts.rotate ? 'rotated and wrote' : 'wrote'} the key of ${k.identity} to ${opts.out}` : k.pskFileLine);
+    });
+
+  host
+    .command('meta-url')
+    .description("print the cloud-init NoCloud-net datasource line of the host: its own meta-data credential in the URL (not its NBD key)")
+    .argument('<id>', 'host id')
+    .option('--rotate', 'make a new meta-data credential first (the old one stops working)')
+    .option('--base <url>', 'the API address as the host reaches it (default: --server)')
+    .option('--json', 'print the raw JSON reply')
+    .action(async (id, opts) => {
+      const path = `/v1/hosts/${seg(id)}/meta-credential`;
+      const c = opts.rotate ? await ctx.client.post<MetaCredentialReply>(path, undefined) : await ctx.client.get<MetaCredentialReply>(path);
+      if (opts.json) return ctx.out(json(c));
+      const base = new URL(opts.base ?? ctx.client.displayUrl);
+      base.username = encodeURIComponent(c.user);
+      base.password = c.secret;
+      base.pathname = `${base.pathname.replace(/\/$/, '')}/v1/meta/${seg(c.hostId)}/`;
+      ctx.out(`ds=nocloud-net;s=${base.href}`);
     });
 
   host

@@ -110,7 +110,7 @@ export function poolCommand(ctx: CliContext): CommandUnknownOpts {
     .description('list the pools and their spares')
     .option('--json', 'print the raw JSON reply')
     .action(async (opts) => {
-      const pools = await ctx.client.get<PoolReply[]>('/v1/pools');
+      const pools = await ctx.client.list<PoolReply>('/v1/pools');
       if (opts.json) return ctx.out(json(pools));
       ctx.out(pools.length === 0 ? 'no pools (make one: prestage pool set NAME --min N --max N)' : poolTable(pools));
     });

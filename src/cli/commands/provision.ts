@@ -26,7 +26,7 @@ function copyProgress(ctx: CliContext, source: string): { tick: () => Promise<vo
   let imageId: string | undefined;
   const tick = async () => {
     imageId ??= (await ctx.client.get<ImageReply>(`/v1/images/${seg(source)}`)).id;
-    const copies = (await ctx.client.get<CopyReply[]>('/v1/copies?state=making')).filter((c) => c.imageId === imageId && c.progress);
+    const copies = (await ctx.client.list<CopyReply>('/v1/copies?state=making')).filter((c) => c.imageId === imageId && c.progress);
     const best = copies.reduce<CopyReply | undefined>((a, c) => (!a || fraction(c) > fraction(a) ? c : a), undefined);
     if (best?.progress && best.progress.totalBytes > 0) {
       bar.update(best.progress.doneBytes, best.progress.totalBytes, `waiting for a copy of ${source}${copies.length > 1 ? ` (${copies.length} in flight)` : ''}`);

@@ -41,6 +41,8 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
     .option('--pool-min <n>', 'min spares of the pool a newly imported name gets (default 1)', count)
     .option('--pool-max <n>', 'max spares of that pool (default 8)', count)
     .option('--copy-concurrency <n>', 'copies made at once over all pools (default 2)', positive)
+    .option('--template-builds <n>', 'template builds run at once over all templates, 1 to 64 (default 2)', positive)
+    .option('--retention <duration>', 'how long events and gone copies are kept, e.g. 30d, 12h (default 30d)')
     .option('--pool-budget <copies|size>', 'cap on all pools\' spares together, e.g. 800 or 500GiB (default none)')
     .addOption(new Option('--reflink <mode>', 'clone with reflink where the filesystem can (auto) or always copy bytes (never)').choices(['auto', 'never'] as const))
     .addOption(new Option('--exporter <kind>', 'how hosts reach their copies: nbd (built-in NBD server) or path (local file); default nbd').choices(['nbd', 'path'] as const))
@@ -48,6 +50,10 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
     .option('--nbd-advertise <host>', 'address put into the nbds:// URIs hosts get (default: the listen address, or the first IPv4)')
     .addOption(new Option('--nbd-tls <mode>', 'psk: TLS-PSK, one key per host (default); x509: client certificates, CN = host id; off: plaintext, no access control').choices(['psk', 'x509', 'off'] as const))
     .option('--nbd-tls-dir <dir>', 'with --nbd-tls x509: ca-cert.pem, server-cert.pem, server-key.pem (default $PRESTAGE_NBD_TLS_DIR)')
+    .option('--tls-cert <file>', 'PEM certificate (chain) for HTTPS on the API; with --tls-key')
+    .option('--tls-key <file>', 'PEM private key for HTTPS on the API')
+    .option('--insecure-http', 'allow plain HTTP on an address beyond loopback (tokens cross the network in clear)')
+    .option('--import-dir <dir>', 'a directory admins may import image files from by server path (repeatable; default none)', (v: string, prev: string[] = []) => [...prev, v])
     .action(async (opts) => {
       // Loaded here so client commands do not pay for the server's modules.
       const { PrestageApp, compileConfig } = await import('../../app/index.js');
@@ -59,6 +65,8 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
           poolDefaultMin: opts.poolMin,
           poolDefaultMax: opts.poolMax,
           copyConcurrency: opts.copyConcurrency,
+          templateBuilds: opts.templateBuilds,
+          retention: opts.retention,
           poolBudget: opts.poolBudget,
           reflink: opts.reflink,
           exporter: opts.exporter,
@@ -66,6 +74,10 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
           nbdAdvertise: opts.nbdAdvertise,
           nbdTls: opts.nbdTls,
           nbdTlsDir: opts.nbdTlsDir,
+          tlsCert: opts.tlsCert,
+          tlsKey: opts.tlsKey,
+          insecureHttp: opts.insecureHttp === true,
+          importDirs: opts.importDir ?? [],
         },
         ctx.io.env,
       );
@@ -83,7 +95,7 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
           if (code === 'EACCES' || code === 'EADDRNOTAVAIL') throw new UnavailableError(`cannot listen on ${listen}: ${code}`, {}, { cause: e });
           throw e;
         }
-        ctx.err(`prestage serving on http://${app.address} (data ${config.dataDir})`);
+        ctx.err(`prestage serving on ${config.apiTls ? 'https' : 'http'}://${app.address} (data ${config.dataDir})`);
         if (app.exporterAddress !== undefined) ctx.err(`NBD exports on ${app.exporterAddress}${NBD_TLS_NOTE[config.nbdTls]}`);
         await signal;
         await app.stop();

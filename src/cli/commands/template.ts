@@ -40,7 +40,7 @@ export function templateCommand(ctx: CliContext): CommandUnknownOpts {
     .description('list templates with their latest version and build')
     .option('--json', 'print the raw JSON reply')
     .action(async (opts) => {
-      const ts = await ctx.client.get<TemplateReply[]>('/v1/templates');
+      const ts = await ctx.client.list<TemplateReply>('/v1/templates');
       if (opts.json) return ctx.out(json(ts));
       if (ts.length === 0) return ctx.out('no templates (make one: prestage template apply FILE)');
       ctx.out(

@@ -28,6 +28,7 @@ import {
   type Image,
   type ImportedVolume,
   type MadeCopy,
+  type StagedImage,
   type ProgressListener,
   type StoreSpace,
   type VolumeDriver,
@@ -35,6 +36,7 @@ import {
 import { QCOW2_HEADER_BYTES, QCOW2_MAGIC, checkQcow2Header } from './qcow2-header.js';
 import { CopyWorkers } from './copy-workers.js';
 import { VERIFY_FAILED, type Job, type JobResults } from './jobs.js';
+import { writeStreamToFile } from './stage-stream.js';
 
 export interface FileDriverOptions {
   readonly dataDir: string;
@@ -169,6 +171,23 @@ export class FileDriver implements VolumeDriver {
     } finally {
       await fs.rm(tmp, { force: true });
       if (converted) await fs.rm(converted, { force: true });
+    }
+  }
+
+  async stageImage(chunks: AsyncIterable<Uint8Array>, opts: { readonly totalBytes?: number; readonly onProgress?: ProgressListener } = {}): Promise<StagedImage> {
+    const path = this.tmpPath('upload');
+    this.inFlight.add(path);
+    const discard = async (): Promise<void> => {
+      await fs.rm(path, { force: true });
+      this.inFlight.delete(path);
+    };
+    try {
+      const written = await writeStreamToFile(chunks, path, opts);
+      return { path, ...written, discard };
+    } catch (e) {
+      await discard();
+      if (isNoSpace(e)) throw new NoSpaceError(`no space left in ${this.tmpDir} for the image being received`, { dataDir: this.dataDir }, { cause: e });
+      throw e;
     }
   }
 

@@ -17,14 +17,26 @@ export interface DeviceExport extends NbdExportInfo {
 }
 
 export interface ConnectionLimits {
-  /** A negotiating client silent for this long is dropped. */
+  /**
+   * A client not in transmission this long after it connected is dropped. A deadline, not an
+   * idle timer: a client trickling a byte now and then must not hold a connection for ever.
+   */
   readonly negotiationTimeoutMs: number;
   readonly maxRequestLength: number;
   /** Requests read but not yet answered; past this the socket is not read. */
   readonly maxInFlight: number;
-  /** Bytes of READ/WRITE data in those requests; past this the socket is not read. */
+  /**
+   * Bytes of READ/WRITE data in those requests; past this the socket is not read. A request is
+   * started while the sum is below it, so the data held is under this plus `maxRequestLength`.
+   */
   readonly maxInFlightBytes: number;
 }
+
+/**
+ * Says whether a host may open one more connection, once TLS proved which host it is; a yes
+ * counts the connection against the host until it closes.
+ */
+export type AdmitHost = (identity: string) => boolean;
 
 /**
  * How a client proves which host it is. `psk`: by the key of its PSK identity (the host id).
@@ -80,7 +92,8 @@ export class NbdConnection<E extends DeviceExport> {
 
   private stream: Socket;
   private phase: Phase = 'negotiating';
-  private idle: NodeJS.Timeout | undefined;
+  /** Ends a negotiation that has not reached transmission in time; set at accept, never moved. */
+  private deadline: NodeJS.Timeout | undefined;
   private parser: RequestParser | undefined;
   private context: TransmissionContext | undefined;
   private inFlight = 0;
@@ -96,6 +109,7 @@ export class NbdConnection<E extends DeviceExport> {
     private readonly handshake: Handshake<E>,
     private readonly tls: TlsSetup | undefined,
     private readonly limits: ConnectionLimits,
+    private readonly admit: AdmitHost,
     logger: Logger | undefined,
   ) {
     this.stream = socket;
@@ -103,7 +117,7 @@ export class NbdConnection<E extends DeviceExport> {
     socket.setNoDelay(true); // the spec asks for it: replies are latency-bound
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.attach(socket);
-    this.idle = setTimeout(() => this.destroy('negotiation timed out'), limits.negotiationTimeoutMs);
+    this.deadline = setTimeout(() => this.destroy('negotiation timed out'), limits.negotiationTimeoutMs);
     this.write([handshake.greeting()]);
   }
 
@@ -125,7 +139,7 @@ export class NbdConnection<E extends DeviceExport> {
   destroy(reason: string): void {
     if (this.phase !== 'closed') this.log?.debug({ reason }, 'nbd connection closed');
     this.phase = 'closed';
-    clearTimeout(this.idle);
+    clearTimeout(this.deadline);
     this.stream.destroy();
   }
 
@@ -136,7 +150,6 @@ export class NbdConnection<E extends DeviceExport> {
   }
 
   private readonly onData = (chunk: Buffer): void => {
-    this.idle?.refresh();
     if (this.phase === 'negotiating') this.negotiate(chunk);
     else if (this.phase === 'tls') this.early.push(chunk);
     else if (this.phase === 'transmission') {
@@ -180,6 +193,7 @@ export class NbdConnection<E extends DeviceExport> {
     raw.removeListener('data', this.onData);
     this.phase = 'tls';
     let identity: string | undefined;
+    let usedKey: Buffer | undefined;
     const options: TlsOptions & { isServer: true } =
       tls.mode === 'psk'
         ? {
@@ -189,6 +203,7 @@ export class NbdConnection<E extends DeviceExport> {
               const key = tls.keys(id);
               if (key === undefined) this.log?.info({ identity: id }, 'nbd client offered an unknown PSK identity');
               identity = id;
+              usedKey = key;
               return key ?? null;
             },
           }
@@ -200,19 +215,23 @@ export class NbdConnection<E extends DeviceExport> {
     secure.once('secure', () => {
       if (tls.mode === 'x509') identity = certificateIdentity(secure, tls.clientCas);
       if (identity === undefined || this.phase !== 'tls') return this.destroy('TLS up without a host identity');
+      // The host's key may have changed while TLS was under way; a session must not outlive
+      // the key it was opened with (key changes cut the host's sessions by identity, which a
+      // connection only has from here on).
+      if (tls.mode === 'psk' && !(usedKey !== undefined && tls.keys(identity)?.equals(usedKey) === true)) return this.destroy('host key changed during the TLS handshake');
+      if (!this.admit(identity)) return this.destroy('too many connections for this host');
       this.identity = identity;
       this.log = this.log?.child({ hostId: identity });
       this.log?.debug({ protocol: secure.getProtocol(), cipher: secure.getCipher().name }, 'nbd TLS up');
       this.handshake.tlsEstablished(identity);
       this.phase = 'negotiating';
-      this.idle?.refresh();
       for (const chunk of this.early.splice(0)) if (this.phase === 'negotiating') this.negotiate(chunk);
     });
   }
 
   private enterTransmission(negotiated: Negotiated<E>, rest: Buffer): void {
-    clearTimeout(this.idle);
-    this.idle = undefined;
+    clearTimeout(this.deadline);
+    this.deadline = undefined;
     this.phase = 'transmission';
     this.export = negotiated.export;
     this.log = this.log?.child({ export: negotiated.export.name });
@@ -295,7 +314,7 @@ export class NbdConnection<E extends DeviceExport> {
    */
   private closeGracefully(): void {
     this.phase = 'closed';
-    clearTimeout(this.idle);
+    clearTimeout(this.deadline);
     this.stream.end();
     setTimeout(() => this.stream.destroy(), LINGER_MS).unref();
   }
@@ -305,7 +324,7 @@ export class NbdConnection<E extends DeviceExport> {
     this.gone = true;
     if (this.export !== undefined) this.log?.info('nbd client detached');
     this.phase = 'closed';
-    clearTimeout(this.idle);
+    clearTimeout(this.deadline);
     this.resolveClosed();
   }
 }

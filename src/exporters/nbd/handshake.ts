@@ -53,6 +53,16 @@ export interface HandshakeConfig<E extends NbdExportInfo> {
    */
   readonly tlsRequired: boolean;
   readonly maxOptionLength: number;
+  /**
+   * Options answered before TLS is up (with `tlsRequired`); the next one gets an error and the
+   * connection closes. Before TLS a client is anonymous and only STARTTLS is of use to it.
+   */
+  readonly maxOptionsBeforeTls: number;
+  /**
+   * Options answered in one negotiation, those before TLS included. Each gets a reply the client
+   * may never read, so without this bound a client could grow our write buffer without limit.
+   */
+  readonly maxOptions: number;
   readonly blockSizes: BlockSizes;
   /** The export `name` if `identity` (the TLS-PSK identity, null without TLS) may use it. */
   authorize(identity: string | null, name: string): E | undefined;
@@ -99,6 +109,8 @@ export class Handshake<E extends NbdExportInfo> {
   private structuredReplies = false;
   /** The export named in the last NBD_OPT_SET_META_CONTEXT, when it selected base:allocation. */
   private allocationFor: string | undefined;
+  private options = 0;
+  private optionsBeforeTls = 0;
 
   constructor(private readonly config: HandshakeConfig<E>) {
     this.parser = new OptionParser(config.maxOptionLength);
@@ -151,7 +163,14 @@ export class Handshake<E extends NbdExportInfo> {
       send.push(...replies);
       return { kind: 'continue' };
     };
-    if (this.config.tlsRequired && !this.tls) {
+    const anonymous = this.config.tlsRequired && !this.tls;
+    this.options++;
+    if (anonymous) this.optionsBeforeTls++;
+    if (this.options > this.config.maxOptions || (anonymous && this.optionsBeforeTls > this.config.maxOptionsBeforeTls)) {
+      send.push(optionError(option, NBD_REP.ERR_POLICY, 'too many options'));
+      return { kind: 'close', reason: `too many options (${this.options}${anonymous ? ' before TLS' : ''})` };
+    }
+    if (anonymous) {
       switch (option) {
         case NBD_OPT.STARTTLS:
           break;

@@ -29,15 +29,25 @@ export interface NbdServerOptions {
   readonly x509?: { readonly cert: string | Buffer; readonly key: string | Buffer; readonly ca: string | Buffer };
   /** OpenSSL cipher list, TLS 1.3 suites included. Default: `DEFAULT_PSK_CIPHERS`. */
   readonly ciphers?: string;
-  /** A client silent this long before transmission starts is dropped. Default 30 000 ms. */
+  /**
+   * A client not in transmission this long after connecting is dropped, whatever it sends
+   * meanwhile (a deadline from accept, not an idle timer). Default 30 000 ms.
+   */
   readonly negotiationTimeoutMs?: number;
   /** Largest option data accepted during negotiation. Default 64 KiB. */
   readonly maxOptionLength?: number;
+  /** Options an anonymous client may send before STARTTLS (with TLS on); then it is cut. Default 32. */
+  readonly maxOptionsBeforeTls?: number;
+  /** Options in one negotiation, all together; then the client is cut. Default 256. */
+  readonly maxOptions?: number;
   /** Largest READ or WRITE, advertised as the maximum block size. Default 32 MiB. */
   readonly maxRequestLength?: number;
   /** Requests per connection being served at once; more wait unread in the socket. Default 64. */
   readonly maxInFlight?: number;
-  /** READ/WRITE bytes per connection being served at once. Default 64 MiB. */
+  /**
+   * READ/WRITE bytes per connection being served at once, replies not yet handed to the kernel
+   * included: a client that does not read its replies is not read from either. Default 64 MiB.
+   */
   readonly maxInFlightBytes?: number;
   /** How long stop() lets clients finish their requests before cutting them off. Default 10 000 ms. */
   readonly stopTimeoutMs?: number;
@@ -48,6 +58,11 @@ export interface NbdServerOptions {
    * server knows): one client opening thousands cannot crowd out the others. Default 64.
    */
   readonly maxConnectionsPerAddress?: number;
+  /**
+   * Connections open at once for one host (PSK identity or certificate CN), counted once TLS
+   * proved it; more are closed right after their TLS handshake. Default 64.
+   */
+  readonly maxConnectionsPerHost?: number;
   /** Default: no logging. */
   readonly logger?: Logger;
 }
@@ -88,9 +103,12 @@ export type NbdServerState = 'INITIALIZED' | 'RUNNING' | 'STOPPING' | 'STOPPED';
 interface CompiledOptions extends ConnectionLimits {
   readonly tls: TlsSetup | undefined;
   readonly maxOptionLength: number;
+  readonly maxOptionsBeforeTls: number;
+  readonly maxOptions: number;
   readonly stopTimeoutMs: number;
   readonly maxConnections: number;
   readonly maxConnectionsPerAddress: number;
+  readonly maxConnectionsPerHost: number;
 }
 
 interface ServedExport extends DeviceExport {
@@ -112,6 +130,10 @@ function compile(o: NbdServerOptions): Readonly<CompiledOptions> {
     negotiationTimeoutMs: int('negotiationTimeoutMs', o.negotiationTimeoutMs ?? 30_000, 1),
     // At least room for NBD_OPT_GO with a name of the spec's longest (4096 bytes).
     maxOptionLength: int('maxOptionLength', o.maxOptionLength ?? 64 * KiB, 4 * KiB + 16),
+    // Enough for any real client: STARTTLS comes first, and listing a host's exports takes a
+    // few options per export.
+    maxOptionsBeforeTls: int('maxOptionsBeforeTls', o.maxOptionsBeforeTls ?? 32, 1),
+    maxOptions: int('maxOptions', o.maxOptions ?? 256, 1),
     // The spec: a maximum block size must not be below the preferred one (4 KiB), fits 32 bits.
     maxRequestLength: int('maxRequestLength', o.maxRequestLength ?? 32 * MiB, 4 * KiB, 0xffffffff),
     maxInFlight: int('maxInFlight', o.maxInFlight ?? 64, 1),
@@ -119,6 +141,7 @@ function compile(o: NbdServerOptions): Readonly<CompiledOptions> {
     stopTimeoutMs: int('stopTimeoutMs', o.stopTimeoutMs ?? 10_000, 0),
     maxConnections: int('maxConnections', o.maxConnections ?? 1024, 1),
     maxConnectionsPerAddress: int('maxConnectionsPerAddress', o.maxConnectionsPerAddress ?? 64, 1),
+    maxConnectionsPerHost: int('maxConnectionsPerHost', o.maxConnectionsPerHost ?? 64, 1),
   });
 }
 
@@ -159,6 +182,8 @@ export class NbdServer {
   private readonly connections = new Set<NbdConnection<ServedExport>>();
   /** Open connections per remote address. */
   private readonly perAddress = new Map<string, number>();
+  /** Open connections per host, from the end of their TLS handshake. */
+  private readonly perHost = new Map<string, number>();
   private refused = 0;
   private server: Server | undefined;
   private stateValue: NbdServerState = 'INITIALIZED';
@@ -267,9 +292,19 @@ export class NbdServer {
   /** Removes every export of a host and cuts every connection it has, attached or not. */
   async closeHost(hostId: string): Promise<void> {
     const names = [...this.exports.values()].filter((e) => e.hostId === hostId).map((e) => e.name);
+    await Promise.all([...names.map((n) => this.removeExport(n)), this.disconnectHost(hostId, 'host closed')]);
+  }
+
+  /**
+   * Cuts every connection a host has after TLS, attached or not, at once (the sockets are
+   * destroyed before this returns); resolves when they are gone. Its exports stay. For a key
+   * change: no session may outlive the key that opened it.
+   */
+  disconnectHost(hostId: string, reason = 'host disconnected'): Promise<void> {
     const cut = [...this.connections].filter((c) => c.identity === hostId);
-    for (const c of cut) c.destroy('host closed');
-    await Promise.all([...names.map((n) => this.removeExport(n)), ...cut.map((c) => c.closed)]);
+    for (const c of cut) c.destroy(reason);
+    if (cut.length > 0) this.log?.info({ hostId, connections: cut.length, reason }, 'nbd host disconnected');
+    return Promise.all(cut.map((c) => c.closed)).then(() => undefined);
   }
 
   /** The exports served, for status pages and tests. */
@@ -297,6 +332,8 @@ export class NbdServer {
     const config: HandshakeConfig<ServedExport> = {
       tlsRequired: tlsOn,
       maxOptionLength: this.options.maxOptionLength,
+      maxOptionsBeforeTls: this.options.maxOptionsBeforeTls,
+      maxOptions: this.options.maxOptions,
       blockSizes: { min: 1, preferred: 4096, max: this.options.maxRequestLength },
       authorize: (identity, name) => {
         const e = this.exports.get(name);
@@ -305,18 +342,34 @@ export class NbdServer {
       list: (identity) => [...this.exports.values()].filter((e) => visible(identity, e)),
     };
     const log = this.log?.child({ conn: ++this.connectionCount, remote: `${socket.remoteAddress}:${socket.remotePort}` });
-    const conn = new NbdConnection(socket, new Handshake(config), this.options.tls, this.options, log);
+    const admit = (identity: string): boolean => {
+      const fromHost = this.perHost.get(identity) ?? 0;
+      if (fromHost >= this.options.maxConnectionsPerHost) {
+        this.refused++;
+        this.log?.warn({ hostId: identity, fromHost, refused: this.refused }, 'nbd connection refused: too many open for the host');
+        return false;
+      }
+      this.perHost.set(identity, fromHost + 1);
+      return true;
+    };
+    const conn = new NbdConnection(socket, new Handshake(config), this.options.tls, this.options, admit, log);
     this.connections.add(conn);
     void conn.closed.then(() => {
       this.connections.delete(conn);
-      const left = (this.perAddress.get(address) ?? 1) - 1;
-      if (left > 0) this.perAddress.set(address, left);
-      else this.perAddress.delete(address);
+      decrement(this.perAddress, address);
+      // A connection has an identity only once admit() counted it.
+      if (conn.identity !== null) decrement(this.perHost, conn.identity);
     });
   }
 
-  /** Connections closed at accept because a cap was reached, since the start. */
+  /** Connections closed because a cap was reached (at accept, or for a host after TLS), since the start. */
   get connectionsRefused(): number {
     return this.refused;
   }
+}
+
+function decrement(counts: Map<string, number>, key: string): void {
+  const left = (counts.get(key) ?? 1) - 1;
+  if (left > 0) counts.set(key, left);
+  else counts.delete(key);
 }

@@ -1,0 +1,122 @@
+import { Type } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import type { HostView } from '../../service/index.js';
+import { seesSecrets } from '../access.js';
+import { HostParam, errors } from '../schemas.js';
+import type { Api, RouteContext } from './api.js';
+import { Page, paged } from './paging.js';
+
+/** What a reader sees of a host's values: their names, not what they hold. */
+export const HIDDEN = '[hidden]';
+
+function hostView(req: FastifyRequest, h: HostView): HostView {
+  return seesSecrets(req) ? h : { ...h, vars: Object.fromEntries(Object.keys(h.vars).map((k) => [k, HIDDEN])) };
+}
+
+const KeySchema = Type.Object({ hostId: Type.String(), identity: Type.String(), key: Type.String(), pskFileLine: Type.String() });
+const MetaCredentialSchema = Type.Object({
+  hostId: Type.String(),
+  user: Type.String({ description: 'HTTP Basic user: the host id' }),
+  secret: Type.String({ description: 'HTTP Basic password for /v1/meta/HOST/ only' }),
+});
+
+export function hostRoutes(app: Api, { deps }: RouteContext): void {
+  const { hosts, provisioning } = deps;
+  app.post(
+    '/v1/hosts',
+    {
+      config: { access: 'operate' },
+      schema: {
+        body: Type.Object(
+          {
+            id: Type.String({ minLength: 1, maxLength: 63 }),
+            mac: Type.Optional(Type.String({ maxLength: 17 })),
+            labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+            vars: Type.Optional(Type.Record(Type.String(), Type.String(), { description: "values for templates' per-host params" })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 201: { $ref: 'Host#' }, ...errors(400, 409) },
+      },
+    },
+    async (req, reply) => reply.status(201).send(await hosts.add(req.body)),
+  );
+  app.get('/v1/hosts', { config: { access: 'read' }, schema: { querystring: Page, response: { 200: Type.Array(Type.Unsafe({ $ref: 'Host#' })) } } }, async (req, reply) =>
+    paged(req, reply, await hosts.listWithMappings(), (h) => h.id).map((h) => hostView(req, h)),
+  );
+  app.get('/v1/hosts/:id', { config: { access: 'host-read' }, schema: { params: HostParam, response: { 200: { $ref: 'Host#' }, ...errors(404) } } }, async (req) =>
+    hostView(req, await hosts.getWithMapping(req.params.id)),
+  );
+  app.delete('/v1/hosts/:id', { config: { access: 'operate' }, schema: { params: HostParam, response: { 204: Type.Null(), ...errors(404, 409) } } }, async (req, reply) => {
+    await hosts.remove(req.params.id);
+    return reply.status(204).send(null);
+  });
+  app.patch(
+    '/v1/hosts/:id/vars',
+    {
+      config: { access: 'operate' },
+      schema: {
+        summary: "Set (a string) or remove (null) the host's values for templates' per-host data",
+        params: HostParam,
+        body: Type.Record(Type.String(), Type.Unsafe<string | null>({ type: ['string', 'null'] })),
+        response: { 200: { $ref: 'Host#' }, ...errors(400, 404) },
+      },
+    },
+    (req) => hosts.setVars(req.params.id, req.body),
+  );
+  app.get(
+    '/v1/hosts/:id/key',
+    { config: { access: 'operate' }, schema: { summary: "The host's TLS-PSK key (made on first use)", params: HostParam, response: { 200: KeySchema, ...errors(404) } } },
+    (req) => hosts.key(req.params.id),
+  );
+  // No body, or an empty object: anything else is a mistake to report, not a rotation.
+  const emptyBody = { body: Type.Object({}, { additionalProperties: false }) };
+  const noBodyIsEmpty = (req: FastifyRequest, _reply: unknown, done: () => void) => {
+    req.body ??= {};
+    done();
+  };
+  app.post(
+    '/v1/hosts/:id/key',
+    {
+      config: { access: 'operate' },
+      schema: { summary: "Rotate the host's TLS-PSK key (its open NBD connections are cut)", params: HostParam, ...emptyBody, response: { 200: KeySchema, ...errors(400, 404) } },
+      preValidation: noBodyIsEmpty,
+    },
+    (req) => hosts.rotateKey(req.params.id),
+  );
+  app.get(
+    '/v1/hosts/:id/meta-credential',
+    {
+      config: { access: 'operate' },
+      schema: { summary: "The host's credential for its own cloud-init documents at /v1/meta/HOST/ (HTTP Basic)", params: HostParam, response: { 200: MetaCredentialSchema, ...errors(404) } },
+    },
+    (req) => hosts.metaCredential(req.params.id),
+  );
+  app.post(
+    '/v1/hosts/:id/meta-credential',
+    {
+      config: { access: 'operate' },
+      schema: { summary: "Rotate the host's meta-data credential", params: HostParam, ...emptyBody, response: { 200: MetaCredentialSchema, ...errors(400, 404) } },
+      preValidation: noBodyIsEmpty,
+    },
+    (req) => hosts.rotateMetaCredential(req.params.id),
+  );
+  app.post(
+    '/v1/hosts/:id/provision',
+    {
+      config: { access: 'host-operate' },
+      schema: {
+        summary: 'Map a copy of the source to the host: a ready spare at once, else the next copy made',
+        params: HostParam,
+        body: Type.Object({ source: Type.String({ minLength: 1, maxLength: 80 }) }, { additionalProperties: false }),
+        response: { 200: { $ref: 'Provision#' }, ...errors(400, 404, 409, 503, 507) },
+      },
+    },
+    (req) => provisioning.provision(req.params.id, req.body.source),
+  );
+  app.post(
+    '/v1/hosts/:id/release',
+    { config: { access: 'host-operate' }, schema: { params: HostParam, response: { 200: Type.Object({ hostId: Type.String(), copyId: Type.String() }), ...errors(404) } } },
+    (req) => provisioning.release(req.params.id),
+  );
+}
