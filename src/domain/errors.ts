@@ -44,6 +44,9 @@ export class ConflictError extends PrestageError {
   }
 }
 
+/** The version number a writer picked was taken by another writer of the same name meanwhile. */
+export class VersionTakenError extends ConflictError {}
+
 export class NoSpaceError extends PrestageError {
   constructor(message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
     super('PRESTAGE_NO_SPACE', message, details, options);

@@ -1,4 +1,4 @@
-import { ConflictError, newId, staticPolicy, type Image, type NewEvent, type Store } from '../domain/index.js';
+import { VersionTakenError, newId, staticPolicy, type Image, type NewEvent, type Store } from '../domain/index.js';
 
 /** What a new version of a name is made of; the number, id and time are given here. */
 export type VersionContent = Pick<Image, 'name' | 'sha256' | 'sizeBytes' | 'volume' | 'kind' | 'baseImageId'>;
@@ -14,7 +14,7 @@ export async function insertNextVersion(store: Store, content: VersionContent, e
       await store.insertImage(image, event(image));
       return image;
     } catch (e) {
-      if (e instanceof ConflictError && attempt < 5 && /exists already/.test(e.message)) continue;
+      if (e instanceof VersionTakenError && attempt < 5) continue;
       throw e;
     }
   }

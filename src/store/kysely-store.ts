@@ -1,6 +1,7 @@
 import { Migrator, type Kysely, type Transaction, type Selectable } from 'kysely';
 import {
   ConflictError,
+  VersionTakenError,
   NotFoundError,
   type ApiRole,
   type ApiToken,
@@ -170,7 +171,7 @@ export class KyselyStore implements Store {
   async insertImage(image: Image, event: NewEvent): Promise<void> {
     await this.db.transaction().execute(async (tx) => {
       const clash = await tx.selectFrom('images').select('id').where('name', '=', image.name).where('version', '=', image.version).executeTakeFirst();
-      if (clash) throw new ConflictError(`image ${image.name}@${image.version} exists already`, { name: image.name, version: image.version });
+      if (clash) throw new VersionTakenError(`image ${image.name}@${image.version} exists already`, { name: image.name, version: image.version });
       // Golden images and templates share one namespace: a name is one or the other.
       const other = await tx.selectFrom('images').select('kind').where('name', '=', image.name).where('kind', '!=', image.kind).executeTakeFirst();
       const template = image.kind === 'golden' ? await tx.selectFrom('templates').select('name').where('name', '=', image.name).executeTakeFirst() : undefined;

@@ -285,3 +285,5 @@ port.on('message', (msg: JobMessage) => {
     post({ type: 'error', id: msg.id, code: errnoCode(e) ?? 'EUNKNOWN', message: e instanceof Error ? e.message : String(e) });
   }
 });
+
+post({ type: 'ready' });

@@ -34,7 +34,12 @@ interface Pending {
 interface Slot {
   readonly worker: Worker;
   current: Pending | undefined;
+  /** Settles once the worker has loaded its modules, or has exited. */
+  readonly started: Promise<void>;
 }
+
+/** How long close() waits for a worker still loading before it terminates it anyway. */
+const START_WAIT_MS = 10_000;
 
 /** A `--import`/`--loader`/`--require` argument that loads tsx (the bootstrap registers tsx itself). */
 function isTsx(spec: string | undefined): boolean {
@@ -104,7 +109,16 @@ export class CopyWorkers {
     if (this.closed) return;
     this.closed = true;
     for (const p of this.queue.splice(0)) p.reject(new UnavailableError('copy workers closed'));
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    // A worker terminated while it loads its native module (koffi) aborts the whole process, so
+    // one still starting is let finish first.
+    await Promise.all(
+      this.slots.map(async (s) => {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([s.started, new Promise((r) => (timer = setTimeout(r, START_WAIT_MS)))]);
+        clearTimeout(timer);
+        await s.worker.terminate();
+      }),
+    );
   }
 
   private dispatch(): void {
@@ -123,7 +137,8 @@ export class CopyWorkers {
 
   private spawn(): Slot {
     const worker = startWorker(this.workerUrl);
-    const slot: Slot = { worker, current: undefined };
+    let markStarted!: () => void;
+    const slot: Slot = { worker, current: undefined, started: new Promise<void>((r) => (markStarted = r)) };
     this.slots.push(slot);
     worker.unref();
     let crash: Error | undefined;
@@ -135,6 +150,7 @@ export class CopyWorkers {
       return p;
     };
     worker.on('message', (msg: WorkerMessage) => {
+      if (msg.type === 'ready') return markStarted();
       const p = slot.current;
       if (!p || p.id !== msg.id) return;
       switch (msg.type) {
@@ -159,6 +175,7 @@ export class CopyWorkers {
       crash = err;
     });
     worker.on('exit', (code) => {
+      markStarted();
       this.slots.splice(this.slots.indexOf(slot), 1);
       const p = finish();
       if (this.closed) {

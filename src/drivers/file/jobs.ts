@@ -61,6 +61,8 @@ export interface JobMessage {
  * copy pass plus the hashing pass (2 × size), so a percentage stays honest through verification.
  */
 export type WorkerMessage =
+  /** Sent once, when the worker has loaded its modules and listens for jobs. */
+  | { readonly type: 'ready' }
   | { readonly type: 'progress'; readonly id: number; readonly doneBytes: number; readonly totalBytes: number }
   | { readonly type: 'done'; readonly id: number; readonly result: CopyResult | ImportResult }
   | { readonly type: 'error'; readonly id: number; readonly code: string; readonly message: string };
