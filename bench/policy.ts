@@ -1,5 +1,5 @@
 /**
- * Pool policy on real demand: the Azure VM trace (../shared/traces/azure-v1), learned on
+ * Pool policy on real demand: the Azure VM trace (data/traces/azure-v1), learned on
  * v1.train.txt and scored on v1.dev.txt, the 5 busiest flavors (of the train part) as 5 pools
  * together; every copy takes 120 s, any number in flight; batches spread over their 5-minute bin
  * with a fixed seed. Compares the predictive policy at a 99.9 % fill-rate target with static pools.

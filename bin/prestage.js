@@ -1,7 +1,26 @@
 #!/usr/bin/env node
-// Launcher: runs the TypeScript sources through tsx, so there is no build step.
-import { register } from 'tsx/esm/api';
+// Runs the compiled CLI in dist/ (made by `npm run build`, which ./scripts/install.sh and
+// `npm pack` run). Nothing is compiled at run time.
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
-register();
-const { main } = await import('../src/cli/main.ts');
-await main();
+const root = fileURLToPath(new URL('..', import.meta.url));
+const main = new URL('../dist/cli/main.js', import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write(`prestage: ${root}dist/ is missing: run \`npm run build\` there (./scripts/install.sh does)\n`);
+  process.exit(1);
+}
+warnIfStale();
+const { main: run } = await import(main.href);
+await run();
+
+/** In a checkout, a dist/ older than a source file runs old code: say so (a package has no src/). */
+function warnIfStale() {
+  const src = `${root}src`;
+  const info = `${root}dist/.built`; // written by every `npm run build`
+  if (!existsSync(src) || !existsSync(info)) return;
+  const built = statSync(info).mtimeMs;
+  const newer = (dir) =>
+    readdirSync(dir, { withFileTypes: true }).some((e) => (e.isDirectory() ? newer(`${dir}/${e.name}`) : e.name.endsWith('.ts') && statSync(`${dir}/${e.name}`).mtimeMs > built));
+  if (newer(src)) process.stderr.write('prestage: warning: src/ changed since the last build; run `npm run build`\n');
+}

@@ -42,7 +42,17 @@ if [ "$major" -lt 20 ]; then
 fi
 
 # package.json's allowScripts approves the native builds (better-sqlite3, koffi, esbuild),
-# so npm 11 runs them instead of skipping them silently.
-npm ci --no-audit --no-fund --loglevel=error
-node -e "new (require('better-sqlite3'))(':memory:').close()" || { echo "install.sh: better-sqlite3's native module did not build" >&2; exit 1; }
+# so npm 11 runs them instead of skipping them silently. Skipped when node_modules was installed
+# from this very lock file (a second start takes seconds, not minutes).
+stamp=node_modules/.prestage-lock.sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && node -e "new (require('better-sqlite3'))(':memory:').close()" 2>/dev/null; then
+  echo "install.sh: node_modules matches package-lock.json; npm ci skipped" >&2
+else
+  npm ci --no-audit --no-fund --loglevel=error
+  node -e "new (require('better-sqlite3'))(':memory:').close()" || { echo "install.sh: better-sqlite3's native module did not build" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi
+# The CLI and the server run compiled JavaScript from dist/.
+npm run build --silent
 echo "install.sh: ready" >&2

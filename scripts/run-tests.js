@@ -10,8 +10,15 @@ function walk(dir) {
     return statSync(p).isDirectory() ? walk(p) : p.endsWith('.test.ts') ? [p] : [];
   });
 }
-const filters = process.argv.slice(2);
-const files = walk('test').sort().filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
+// --fast: the edit-test loop, without the QEMU boots and the kill-and-restart runs.
+const SLOW = ['test/e2e/boot.test.ts', 'test/e2e/template-boot.test.ts', 'test/e2e/crash.test.ts'];
+const args = process.argv.slice(2);
+const fast = args.includes('--fast');
+const filters = args.filter((a) => a !== '--fast');
+const files = walk('test')
+  .sort()
+  .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)))
+  .filter((f) => !fast || !SLOW.includes(f));
 if (files.length === 0) {
   console.error('no test files matched', filters);
   process.exit(1);

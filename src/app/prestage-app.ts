@@ -25,6 +25,7 @@ import { customizeDisk } from '../customize/index.js';
 import { openSqliteStore } from '../store/index.js';
 import type { Config } from './config.js';
 import { ADMIN_TOKEN_FILE } from './data-dir.js';
+import { lockDataDir } from './data-dir-lock.js';
 import { VERSION } from './version.js';
 
 export type AppState = 'INITIALIZED' | 'STARTING' | 'RUNNING' | 'STOPPING' | 'STOPPED' | 'FAILED';
@@ -104,6 +105,10 @@ export class PrestageApp {
       const apiTls = config.apiTls && (await readApiTls(config.apiTls));
       // Keys, the database and every disk live here: nobody but the service's user reads them.
       await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+      // Before anything in it is read or changed: another prestage on it must be left untouched.
+      // Registered first, so released last, after the store is closed.
+      const lock = await lockDataDir(config.dataDir);
+      this.onStop('data-dir-lock', () => lock.release());
       await chmod(config.dataDir, 0o700);
       const store = await openSqliteStore({ file: join(config.dataDir, 'state.db') });
       this.storeValue = store;
@@ -168,6 +173,7 @@ export class PrestageApp {
       this.httpValue = http;
       this.routesValue = routes;
       this.onStop('http', () => http.close());
+      this.onStop('provisioning', () => provisioning.stop()); // hooks run in reverse: waiting provisions get their 503 before http closes and the replenisher drains
       replenisher.start();
       if (opts.listen !== false) {
         await http.listen({ host: config.listen.host, port: config.listen.port });
@@ -212,7 +218,7 @@ export class PrestageApp {
       tls: config.nbdTls,
       ...(config.nbdTls === 'x509' && { x509: await readX509Dir(config.nbdTlsDir) }),
       ...(config.nbdAdvertise !== undefined && { advertise: config.nbdAdvertise }),
-      logger: this.logger.child({ component: 'nbd' }),
+      logger: this.logger, // the NBD server names its own component
     });
     await nbd.start();
     this.nbd = nbd;

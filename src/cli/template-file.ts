@@ -1,7 +1,8 @@
 import { readFileSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { InputError, TEMPLATE_LIMITS, errnoCode, readTemplateSpecText, type TemplateSpec } from '../domain/index.js';
+import { InputError, TEMPLATE_LIMITS, errnoCode, type TemplateSpec } from '../domain/index.js';
+import { readTemplateSpecText } from './template-yaml.js';
 
 /** A spec file is text an operator writes; anything this big is a wrong path. */
 const MAX_SPEC_BYTES = 16 << 20;

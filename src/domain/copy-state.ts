@@ -1,13 +1,14 @@
 import type { CopyState } from './types.js';
 
-/** The copy life cycle of DESIGN.md; every state change in the store goes through this table. */
+/** The copy life cycle (docs/design.md); every state change in the store keeps to this table. */
 const NEXT: Readonly<Record<CopyState, readonly CopyState[]>> = {
   making: ['ready', 'failed'],
   ready: ['mapped', 'releasing', 'failed'],
   mapped: ['releasing', 'failed'],
   releasing: ['gone', 'failed'],
   gone: [],
-  failed: ['gone'],
+  // A mapped copy whose volume was lost is marked failed; releasing its host then removes it.
+  failed: ['releasing', 'gone'],
 };
 
 export function canMove(from: CopyState, to: CopyState): boolean {

@@ -2,10 +2,11 @@
  * Template specs: the YAML (or JSON) file an operator writes, and the normalized JSON the
  * API accepts (`TemplateSpec`). One reader serves both, so both obey the same rules; it
  * collects every problem before giving up, and in a file each one names its line.
- * Pure: a `from:` file is read through a function the caller passes in.
+ * Pure: a `from:` file is read through a function the caller passes in, and a file's text is
+ * parsed at the edge (`src/cli/template-yaml.ts`), which hands over its value and a
+ * `TemplateSourceMap`. The API's schema of the spec is at the other edge
+ * (`src/api/template-spec-schema.ts`).
  */
-import { Type, type Static } from '@sinclair/typebox';
-import { LineCounter, isMap, isNode, isScalar, isSeq, parseDocument, type YAMLError } from 'yaml';
 import { InputError, PrestageError } from './errors.js';
 import { parseSourceSpec, validateImageName } from './source-spec.js';
 import { HOST_ID_PARAM, PARAM_NAME, scanPlaceholders } from './template-render.js';
@@ -34,89 +35,16 @@ export const TEMPLATE_LIMITS = {
   maxId: 4_294_967_294,
 } as const;
 
-const GUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+/** A partition GUID (the API's schema uses its source as a pattern). */
+export const GUID_PATTERN = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
-// ---------------------------------------------------------------------------------------
-// The API's schema. The reader below enforces the same shape plus what a schema cannot say
-// (unique paths, declared params); the schema is there for OpenAPI and for clients.
-
-const PartitionBody = Type.Union([
-  Type.Object({ number: Type.Integer({ minimum: 1, maximum: TEMPLATE_LIMITS.partitionNumber }) }, { additionalProperties: false }),
-  Type.Object({ label: Type.String({ minLength: 1, maxLength: TEMPLATE_LIMITS.labelChars }) }, { additionalProperties: false }),
-  Type.Object({ guid: Type.String({ pattern: GUID.source }) }, { additionalProperties: false }),
-]);
-const DocumentBody = Type.String({ maxLength: TEMPLATE_LIMITS.documentChars });
-const ImagePath = Type.String({ minLength: 2, maxLength: TEMPLATE_LIMITS.pathBytes, pattern: '^/', description: 'absolute path inside the image' });
-const ParamName = Type.String({ pattern: PARAM_NAME.source, maxLength: TEMPLATE_LIMITS.paramNameChars });
-const Id = Type.Integer({ minimum: 0, maximum: TEMPLATE_LIMITS.maxId });
-
-/** The normalized template spec the API accepts, i.e. `TemplateSpec` (what `prestage template` sends after reading a spec file). */
-export const TemplateSpecBody = Type.Object(
-  {
-    name: Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,62}$' }),
-    base: Type.String({ minLength: 1, maxLength: 80, description: 'golden image name (latest version) or name@N (pinned)' }),
-    description: Type.Optional(Type.String({ maxLength: TEMPLATE_LIMITS.descriptionChars })),
-    partition: Type.Optional(Type.Union([PartitionBody, Type.Literal('whole-disk', { description: 'a disk with no partition table: the filesystem starts at byte 0' })])),
-    filesystem: Type.Union([Type.Literal('ext'), Type.Literal('vfat')]),
-    rebuild: Type.Union([Type.Literal('auto'), Type.Literal('manual')]),
-    params: Type.Record(ParamName, Type.String({ maxLength: TEMPLATE_LIMITS.valueChars }), { additionalProperties: false }),
-    files: Type.Array(
-      Type.Object(
-        {
-          path: ImagePath,
-          mode: Type.Integer({ minimum: 0, maximum: 0o7777 }),
-          uid: Id,
-          gid: Id,
-          contentBase64: Type.String({ contentEncoding: 'base64' }),
-          substitute: Type.Boolean(),
-        },
-        { additionalProperties: false },
-      ),
-      { maxItems: TEMPLATE_LIMITS.files },
-    ),
-    remove: Type.Array(ImagePath, { maxItems: TEMPLATE_LIMITS.remove }),
-    seed: Type.Optional(
-      Type.Object(
-        {
-          as: Type.Union([Type.Literal('iso'), Type.Literal('vfat')]),
-          partition: PartitionBody,
-          userData: Type.Optional(DocumentBody),
-          metaData: Type.Optional(DocumentBody),
-          networkConfig: Type.Optional(DocumentBody),
-        },
-        { additionalProperties: false },
-      ),
-    ),
-    perHost: Type.Optional(
-      Type.Object(
-        {
-          params: Type.Record(
-            ParamName,
-            Type.Object(
-              { default: Type.Optional(Type.String({ maxLength: TEMPLATE_LIMITS.valueChars })), description: Type.Optional(Type.String()) },
-              { additionalProperties: false },
-            ),
-            { additionalProperties: false },
-          ),
-          metaData: Type.Optional(DocumentBody),
-          userData: Type.Optional(DocumentBody),
-          networkConfig: Type.Optional(DocumentBody),
-        },
-        { additionalProperties: false },
-      ),
-    ),
-  },
-  { additionalProperties: false },
-);
-
-/** Fails to compile if the schema and `TemplateSpec` drift apart. */
-const _schemaIsTemplateSpec = (body: Static<typeof TemplateSpecBody>): TemplateSpec => body;
 
 // ---------------------------------------------------------------------------------------
 // Where things are written: a path into the document (`['files', 1, 'mode']`) → a line.
 
-type Path = readonly (string | number)[];
+/** A path into a spec document: `['files', 1, 'mode']`. */
+export type TemplateSpecPath = readonly (string | number)[];
+type Path = TemplateSpecPath;
 
 /** Answers about the text a spec was read from. For the API's JSON there is none: every answer is undefined. */
 export interface TemplateSourceMap {
@@ -129,57 +57,6 @@ export interface TemplateSourceMap {
 }
 
 const NO_SOURCE: TemplateSourceMap = { line: () => undefined, lineAt: () => undefined, written: () => undefined };
-
-interface NodeInfo {
-  readonly line: number;
-  readonly written?: string;
-  /** For a `|` block: the line its text starts on. */
-  readonly firstTextLine?: number;
-}
-
-const pathKey = (path: Path) => JSON.stringify(path);
-
-/** Indexes every node of a parsed document by its path; a map entry's line is its key's. */
-function indexNodes(node: unknown, path: Path, line: number, lineOf: (offset: number) => number, out: Map<string, NodeInfo>): void {
-  if (isScalar(node)) {
-    const block = node.type === 'BLOCK_LITERAL' && node.range ? { firstTextLine: lineOf(node.range[0]) + 1 } : {};
-    const written = node.type === 'PLAIN' && node.source !== undefined ? { written: node.source } : {};
-    out.set(pathKey(path), { line, ...block, ...written });
-  } else {
-    out.set(pathKey(path), { line });
-  }
-  if (isMap(node)) {
-    for (const pair of node.items) {
-      const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
-      const at = isScalar(pair.key) && pair.key.range ? lineOf(pair.key.range[0]) : line;
-      indexNodes(pair.value, [...path, key], at, lineOf, out);
-    }
-  } else if (isSeq(node)) {
-    node.items.forEach((item, i) => {
-      const range = isNode(item) ? item.range : undefined;
-      indexNodes(item, [...path, i], range ? lineOf(range[0]) : line, lineOf, out);
-    });
-  }
-}
-
-function sourceMapOf(nodes: ReadonlyMap<string, NodeInfo>): TemplateSourceMap {
-  const nearest = (path: Path): NodeInfo | undefined => {
-    for (let n = path.length; n >= 0; n--) {
-      const info = nodes.get(pathKey(path.slice(0, n)));
-      if (info) return info;
-    }
-    return undefined;
-  };
-  return {
-    line: (path) => nearest(path)?.line,
-    lineAt: (path, text, offset) => {
-      const info = nodes.get(pathKey(path));
-      if (info?.firstTextLine === undefined) return nearest(path)?.line;
-      return info.firstTextLine + (text.slice(0, offset).match(/\n/g)?.length ?? 0);
-    },
-    written: (path) => nodes.get(pathKey(path))?.written,
-  };
-}
 
 // ---------------------------------------------------------------------------------------
 // Problems: collected, then thrown together as one InputError.
@@ -204,7 +81,8 @@ function formatIssue(issue: TemplateSpecIssue, fileName: string | undefined): st
   return `${where}${issue.field === '' ? '' : `${issue.field}: `}${issue.message}`;
 }
 
-function throwIssues(issues: readonly TemplateSpecIssue[], fileName?: string): never {
+/** Throws the problems of a spec as one InputError, in reading order, each named by file (when given), line and field. */
+export function throwTemplateSpecIssues(issues: readonly TemplateSpecIssue[], fileName?: string): never {
   // Reading order is field order; people fix a file top to bottom.
   const sorted = [...issues].sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity));
   const first = sorted[0] ?? { field: '', message: 'invalid template spec' };
@@ -396,7 +274,7 @@ function partition(r: Reader, v: unknown, path: Path): PartitionSelector | undef
   }
   const s = r.string(m[key], at, labelChars);
   if (s === undefined) return undefined;
-  if (key === 'guid') return GUID.test(s) ? { guid: s.toLowerCase() } : r.fail(at, `${JSON.stringify(s)} is not a GUID like 0fc63daf-8483-4772-8e79-3d69d8477de4`);
+  if (key === 'guid') return GUID_PATTERN.test(s) ? { guid: s.toLowerCase() } : r.fail(at, `${JSON.stringify(s)} is not a GUID like 0fc63daf-8483-4772-8e79-3d69d8477de4`);
   if (s === '' || /[\0\n\r/]/.test(s)) return r.fail(at, 'a label is 1 or more characters, without NUL, line breaks or /');
   return { label: s };
 }
@@ -727,40 +605,11 @@ function baseName(r: Reader, v: unknown): string | undefined {
 // ---------------------------------------------------------------------------------------
 // Public surface.
 
-/** A spec file parsed but not yet checked: its JSON value and where each part of it is written. */
+/** A spec file parsed (at the edge) but not yet checked: its JSON value and where each part of it is written. */
 export interface RawTemplateDoc {
   readonly fileName: string;
   readonly value: unknown;
   readonly source: TemplateSourceMap;
-}
-
-/**
- * Parses a spec file's text (YAML; JSON is YAML). Syntax errors — all of them — are thrown
- * as one InputError, each as `FILE:LINE: …`. Checks nothing else.
- */
-export function parseTemplateSpecText(text: string, fileName: string): RawTemplateDoc {
-  const lines = new LineCounter();
-  // logLevel 'error': the library would print its warnings (e.g. about complex keys) to the console.
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true, logLevel: 'error' });
-  // Warnings too: an unknown tag (`!!binary`) silently becomes a string, not what was meant.
-  const problems: YAMLError[] = [...doc.errors, ...doc.warnings];
-  if (problems.length > 0) {
-    throwIssues(
-      problems.map((e) => ({ field: '', line: lines.linePos(e.pos[0]).line, message: `${/json$/i.test(fileName) ? 'JSON' : 'YAML'} syntax: ${e.message}` })),
-      fileName,
-    );
-  }
-  const nodes = new Map<string, NodeInfo>();
-  const lineOf = (offset: number) => lines.linePos(offset).line;
-  indexNodes(doc.contents, [], doc.contents?.range ? lineOf(doc.contents.range[0]) : 1, lineOf, nodes);
-  let value: unknown;
-  try {
-    value = doc.toJS({ maxAliasCount: 100 });
-  } catch (e) {
-    // Aliases expanding past the limit (a "billion laughs" file) end here.
-    throwIssues([{ field: '', line: 1, message: `YAML: ${e instanceof Error ? e.message : String(e)}` }], fileName);
-  }
-  return { fileName, value, source: sourceMapOf(nodes) };
 }
 
 export interface NormalizeOptions {
@@ -772,19 +621,14 @@ export interface NormalizeOptions {
 export function normalizeTemplateSpec(raw: RawTemplateDoc, options: NormalizeOptions = {}): TemplateSpec {
   const r = new Reader(raw.source, 'file');
   const spec = readSpec(r, raw.value, options.resolveFrom);
-  if (!spec) throwIssues(r.issues, raw.fileName);
+  if (!spec) throwTemplateSpecIssues(r.issues, raw.fileName);
   return spec;
-}
-
-/** Parses and normalizes in one step. */
-export function readTemplateSpecText(text: string, fileName: string, options: NormalizeOptions = {}): TemplateSpec {
-  return normalizeTemplateSpec(parseTemplateSpecText(text, fileName), options);
 }
 
 /** Checks the JSON the API received (the normalized form, `TemplateSpecBody`) by the same rules; errors name JSON paths. */
 export function validateTemplateSpec(body: unknown): TemplateSpec {
   const r = new Reader(NO_SOURCE, 'api');
   const spec = readSpec(r, body, undefined);
-  if (!spec) throwIssues(r.issues);
+  if (!spec) throwTemplateSpecIssues(r.issues);
   return spec;
 }

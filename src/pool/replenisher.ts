@@ -35,7 +35,7 @@ export interface ReplenisherOptions {
   readonly tickIntervalMs?: number;
   /** Cap on the targets of all pools together (copies or bytes). Default none. */
   readonly budget?: Budget | null;
-  /** Milliseconds since the epoch (tests move it). Default Date.now. */
+  /** Milliseconds since the epoch (tests move it). Default Date.now. Every time the replenisher reads or records (forecasts, back-off, tick spacing, copy times and timestamps) is this clock's. */
   readonly now?: () => number;
   /** Bytes kept free on the store besides what copies take. Default 1 % of the filesystem, at least 32 MiB or a tenth of it. */
   readonly spaceMarginBytes?: number;
@@ -95,6 +95,9 @@ export class Replenisher extends EventEmitter<Events> {
   private msPerByte: number | undefined;
   private readonly planCache = new PlanCache();
   private lastPlan: Plan | undefined;
+  /** Refill passes started so far; a waiter of nextPlan() wants a plan from a pass after its call. */
+  private passes = 0;
+  private planWaiters: { after: number; done: () => void }[] = [];
   private readonly now: () => number;
   /** Bytes reserved by copies in flight, and the sources short of space. */
   private readonly space: SpaceGate;
@@ -134,6 +137,23 @@ export class Replenisher extends EventEmitter<Events> {
   /** One provision request for `source` (warm or not): what predictive pools learn from. */
   recordDemand(source: string): void {
     observe(this.forecast(source), this.now() / 1000, 1);
+  }
+
+  /**
+   * Resolves once a refill pass that started after this call has planned (so a pool just set is
+   * in it), or after `timeoutMs` (a stopped replenisher plans no more). Pokes the replenisher.
+   */
+  nextPlan(timeoutMs = 5_000): Promise<void> {
+    if (this.stateValue !== 'RUNNING') return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.planWaiters.push({ after: this.passes, done });
+      this.poke(true);
+    });
   }
 
   /** The last plan of a pool: its target, forecast, lead time and why. */
@@ -180,7 +200,8 @@ export class Replenisher extends EventEmitter<Events> {
       this.again = true;
       return;
     }
-    const wait = urgent ? 0 : Math.max(0, this.lastTick + this.tickIntervalMs - Date.now());
+    // Within [0, tickIntervalMs] whatever the clock does (a test's clock may stand still or jump).
+    const wait = urgent ? 0 : Math.min(this.tickIntervalMs, Math.max(0, this.lastTick + this.tickIntervalMs - this.now()));
     if (this.timer && !urgent) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
@@ -269,7 +290,7 @@ export class Replenisher extends EventEmitter<Events> {
   private async tick(): Promise<void> {
     if (this.stateValue !== 'RUNNING') return;
     this.ticking = true;
-    this.lastTick = Date.now();
+    this.lastTick = this.now();
     try {
       await this.startUrgent();
       await this.refillPools();
@@ -334,6 +355,7 @@ export class Replenisher extends EventEmitter<Events> {
   }
 
   private async refillPools(): Promise<void> {
+    const pass = ++this.passes;
     const { store, logger } = this.opts;
     const nowS = this.now() / 1000;
     const inputs: PlanPoolInput[] = [];
@@ -393,6 +415,9 @@ export class Replenisher extends EventEmitter<Events> {
       sincePlan = again.started;
     }
     this.lastPlan = plan;
+    const waiting = this.planWaiters;
+    this.planWaiters = waiting.filter((w) => w.after >= pass);
+    for (const w of waiting) if (w.after < pass) w.done();
     // The shortages that are over end: a pool that lacks nothing (or whose lack now fits) is not short.
     const lacking = new Map(plan.pools.map((p) => [p.source, p.lacking - (sincePlan.get(p.source) ?? 0)]));
     await this.space.settle((source) => lacking.get(source));
@@ -452,7 +477,7 @@ export class Replenisher extends EventEmitter<Events> {
 
   /** Starts a copy whose bytes `startCopy` reserved under `id`. */
   private launch(image: Image, pool: string | null, onDemand: boolean, id: string): void {
-    const entry: InFlightCopy = { copyId: id, imageId: image.id, pool, startedAt: Date.now(), onDemand, progress: { doneBytes: 0, totalBytes: image.sizeBytes } };
+    const entry: InFlightCopy = { copyId: id, imageId: image.id, pool, startedAt: this.now(), onDemand, progress: { doneBytes: 0, totalBytes: image.sizeBytes } };
     this.inflight.set(id, entry);
     void this.makeCopy(image, pool, entry).then((result) => {
       // Out of flight before anyone hears of it: listeners count what is still in flight.
@@ -485,7 +510,7 @@ export class Replenisher extends EventEmitter<Events> {
     try {
       await store.insertCopy(copy);
       const made = await driver.makeCopy(image, entry.copyId, (p) => (entry.progress = p));
-      const readyAt = new Date().toISOString();
+      const readyAt = new Date(this.now()).toISOString();
       const moved = await store.moveCopy(entry.copyId, 'making', 'ready', { method: made.method, readyAt, copyMs: Math.round(made.durationMs) }, {
         type: 'copy.ready',
         subject: entry.copyId,
@@ -493,7 +518,7 @@ export class Replenisher extends EventEmitter<Events> {
       });
       if (!moved) throw new Error('copy row left the making state while it was being made');
       if (pool !== null) this.backoff.delete(pool);
-      this.measureCopy(image, Date.now() - entry.startedAt);
+      this.measureCopy(image, this.now() - entry.startedAt);
       log.info({ method: made.method, ms: Math.round(made.durationMs) }, 'copy ready');
       return { ok: true, copy: { ...copy, state: 'ready', method: made.method, readyAt, copyMs: Math.round(made.durationMs) } };
     } catch (e) {
@@ -510,7 +535,7 @@ export class Replenisher extends EventEmitter<Events> {
       } else if (pool !== null) {
         const prev = this.backoff.get(pool);
         const delayMs = Math.min(60_000, prev ? prev.delayMs * 2 : this.retryBaseMs);
-        this.backoff.set(pool, { until: Date.now() + delayMs, delayMs });
+        this.backoff.set(pool, { until: this.now() + delayMs, delayMs });
         setTimeout(() => this.poke(), delayMs).unref();
       }
       return { ok: false, error: e };

@@ -107,7 +107,8 @@ export class PoolService {
       if (event.count > policy.max) throw new InputError(`prewarm: '${raw}' asks for ${event.count} spares, more than the pool's max of ${policy.max}`, { field: 'prewarm' });
     }
     const pool = await this.store.upsertPool(normalized, policy, { type: 'pool.set', subject: normalized, data: { ...policy, ...(input.prewarm && { prewarm: input.prewarm }) } }, input.prewarm);
-    this.replenisher.poke(true);
+    // The reply shows the target the new settings give, not the one planned before them.
+    await this.replenisher.nextPlan();
     return this.view(pool);
   }
 

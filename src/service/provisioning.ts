@@ -48,23 +48,62 @@ export interface ProvisioningOptions {
   readonly waitTimeoutMs?: number;
 }
 
+/** What a provision gets once `stop` was called: refused, or its wait for a copy ended. */
+function stoppingError(hostId: string, source: string): UnavailableError {
+  return new UnavailableError(`the server is stopping: host '${hostId}' was not provisioned from ${source}; provision it again once the server is back`, { hostId, source });
+}
+
 /**
  * Provision and release. A provision claims a ready spare in one transaction; with none
  * ready it waits for a copy in flight (joined) or for one made on its demand (cold). Copies
- * that come ready go to waiters first come, first served.
+ * that come ready go to waiters first come, first served. `stop` ends every wait.
  */
 export class ProvisioningService {
   private readonly waiters = new Map<string, Waiter[]>();
   /** A host asking twice while its first request waits gets the same answer. */
   private readonly pending = new Map<string, { source: string; result: Promise<ProvisionResult> }>();
+  /** Hand-offs of a ready copy to a waiter under way (a claim in the store): `stop` lets them finish. */
+  private readonly handingOff = new Set<Promise<void>>();
+  private stopped = false;
+  private readonly onCopyReady = (copy: Copy): void => {
+    const done = this.handOff(copy)
+      .catch((err: unknown) => this.o.logger.error({ err, copyId: copy.id }, 'hand-off of a ready copy failed'))
+      .finally(() => this.handingOff.delete(done));
+    this.handingOff.add(done);
+  };
+  private readonly onCopyFailed = (imageId: string, error: unknown): void => this.failWaiters(imageId, error);
 
   constructor(private readonly o: ProvisioningOptions) {
-    o.replenisher.on('copy-ready', (copy) => void this.handOff(copy));
-    o.replenisher.on('copy-failed', (imageId, error) => this.failWaiters(imageId, error));
+    o.replenisher.on('copy-ready', this.onCopyReady);
+    o.replenisher.on('copy-failed', this.onCopyFailed);
+  }
+
+  /**
+   * The server is stopping: every provision waiting for a copy fails now, and any provision
+   * asked for from here on is refused, both with an UnavailableError (503) saying so. Copies
+   * that come ready later are no longer handed to anyone here. Resolves when the hand-offs already under way have finished. Run it before the replenisher
+   * drains, so nobody waits on copies that will not be made.
+   */
+  async stop(): Promise<void> {
+    if (!this.stopped) {
+      this.stopped = true;
+      this.o.replenisher.off('copy-ready', this.onCopyReady);
+      this.o.replenisher.off('copy-failed', this.onCopyFailed);
+      const waiters = [...this.waiters];
+      this.waiters.clear();
+      const failed = waiters.reduce((n, [, q]) => n + q.length, 0);
+      if (failed > 0) this.o.logger.info({ failed }, 'stopping: provisions waiting for a copy fail');
+      for (const [imageId, queue] of waiters) {
+        this.o.replenisher.setWaiting(imageId, 0);
+        for (const w of queue.splice(0)) w.reject(stoppingError(w.hostId, w.source));
+      }
+    }
+    await Promise.allSettled([...this.handingOff]);
   }
 
   async provision(hostId: string, sourceRaw: string): Promise<ProvisionResult> {
     const started = performance.now();
+    if (this.stopped) throw stoppingError(hostId, sourceRaw);
     const spec = parseSourceSpec(sourceRaw);
     const source = formatSourceSpec(spec);
     const { store } = this.o;
@@ -145,6 +184,8 @@ export class ProvisioningService {
   }
 
   private wait(hostId: string, source: string, image: Image): Promise<{ copy: Copy; mapping: Mapping }> {
+    // Stopped while this provision looked for a spare: no copy will be handed to it.
+    if (this.stopped) return Promise.reject(stoppingError(hostId, source));
     return new Promise((resolve, reject) => {
       const queue = this.waiters.get(image.id) ?? [];
       this.waiters.set(image.id, queue);
@@ -193,6 +234,9 @@ export class ProvisioningService {
       );
       if (claimed) {
         w.resolve(claimed);
+      } else if (this.stopped) {
+        // Stopped meanwhile: no further copy will come to it.
+        w.reject(stoppingError(w.hostId, w.source));
       } else {
         // A warm request took this spare first: the waiter keeps its place and gets the next.
         queue.unshift(w);

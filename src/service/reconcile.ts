@@ -13,7 +13,7 @@ export interface ReconcileReport {
 }
 
 /**
- * Brings rows and volumes back into agreement after a crash (DESIGN.md invariant 5):
+ * Brings rows and volumes back into agreement after a crash (docs/design.md, invariant 5):
  * interrupted copies are removed (the replenisher makes them again), releases are finished,
  * files with no row are deleted, rows whose volume is gone are marked failed. A mapping is
  * never dropped here: a host keeps its row even when its copy went missing.

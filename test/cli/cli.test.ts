@@ -68,12 +68,14 @@ describe('prestage pure parts', () => {
 
   it('polls until the request settles, and stops right after', async () => {
     let ticks = 0;
-    const pending = new Promise((r) => setTimeout(r, 250));
-    const started = Date.now();
-    await pollWhile(pending, () => Promise.resolve(void ticks++), 40, 40);
-    const took = Date.now() - started;
-    assert.ok(ticks >= 3 && ticks <= 7, `ticks ${ticks}`);
-    assert.ok(took < 400, `took ${took} ms`);
+    let settle!: () => void;
+    const pending = new Promise<void>((r) => (settle = r));
+    // The request settles on the third tick; no tick may come after the polling returned.
+    await pollWhile(pending, () => Promise.resolve(void (++ticks === 3 && settle())), 20, 20);
+    const atReturn = ticks;
+    assert.equal(atReturn, 3);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(ticks, atReturn, 'no tick after the request settled');
     // A rejected request ends the polling too, and failing ticks do not stop it.
     let failing = 0;
     await pollWhile(new Promise((_, j) => setTimeout(() => j(new Error('x')), 100)).catch(() => undefined), () => Promise.reject(new Error(String(++failing))), 20, 20);
@@ -160,8 +162,9 @@ describe('prestage against a running server', () => {
   });
 
   it('sets a pool and fills it', async () => {
-    const pool = parse<{ source: string; policy: { min: number; max: number } }>(await cli('pool', 'set', 'base', '--min', '2', '--max', '4', '--json'));
+    const pool = parse<{ source: string; policy: { min: number; max: number }; target: number }>(await cli('pool', 'set', 'base', '--min', '2', '--max', '4', '--json'));
     assert.deepEqual([pool.source, pool.policy.min, pool.policy.max], ['base', 2, 4]);
+    assert.equal(pool.target, 2, 'the reply has the target of the new settings');
     await waitFor(
       'two ready spares of base',
       async () => parse<{ source: string; ready: number }[]>(await cli('pool', 'list', '--json')).find((p) => p.source === 'base' && p.ready >= 2),

@@ -38,7 +38,7 @@ describe('sizes and durations', () => {
 });
 
 describe('copy state machine', () => {
-  it('allows exactly the life cycle of DESIGN.md', () => {
+  it('allows exactly the life cycle of docs/design.md', () => {
     assert.ok(canMove('making', 'ready'));
     assert.ok(canMove('ready', 'mapped'));
     assert.ok(canMove('mapped', 'releasing'));
@@ -48,6 +48,8 @@ describe('copy state machine', () => {
     assert.ok(!canMove('mapped', 'ready'), 'a mapped copy never becomes a spare again');
     assert.ok(!canMove('gone', 'ready'));
     assert.ok(!canMove('failed', 'ready'), 'a failed copy is never handed out');
+    assert.ok(!canMove('failed', 'mapped'), 'a failed copy is never handed out');
+    assert.ok(canMove('failed', 'releasing'), "a failed copy a host still maps is released with the host");
   });
 });
 

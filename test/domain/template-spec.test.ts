@@ -6,9 +6,11 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { Value } from '@sinclair/typebox/value';
 import {
-  InputError, TemplateSpecBody, planFromSpec, readTemplateSpecText, renderPerHost, scanPlaceholders, substitute, validateTemplateSpec,
+  InputError, planFromSpec, renderPerHost, scanPlaceholders, substitute, validateTemplateSpec,
   type TemplateSpec, type TemplateSpecIssue,
 } from '../../src/domain/index.js';
+import { TemplateSpecBody } from '../../src/api/template-spec-schema.js';
+import { readTemplateSpecText } from '../../src/cli/template-yaml.js';
 import { loadTemplateFile } from '../../src/cli/template-file.js';
 
 const EXAMPLE = 'examples/templates/web.yaml';

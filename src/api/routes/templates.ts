@@ -1,9 +1,10 @@
 import { Type } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
-import { TemplateSpecBody, type TemplateBuild } from '../../domain/index.js';
+import type { TemplateBuild } from '../../domain/index.js';
 import type { TemplateView } from '../../service/index.js';
 import { seesSecrets } from '../access.js';
 import { errors } from '../schemas.js';
+import { TemplateSpecBody } from '../template-spec-schema.js';
 import type { Api, RouteContext } from './api.js';
 import { HIDDEN } from './hosts.js';
 import { imageView } from './images.js';

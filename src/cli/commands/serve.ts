@@ -53,10 +53,12 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
     .option('--tls-cert <file>', 'PEM certificate (chain) for HTTPS on the API; with --tls-key')
     .option('--tls-key <file>', 'PEM private key for HTTPS on the API')
     .option('--insecure-http', 'allow plain HTTP on an address beyond loopback (tokens cross the network in clear)')
+    .addOption(new Option('--log-format <format>', 'pretty: readable lines; json: one JSON object per line (default: pretty on a terminal, else json)').choices(['pretty', 'json'] as const))
+    .option('--json', 'the same as --log-format json')
     .option('--import-dir <dir>', 'a directory admins may import image files from by server path (repeatable; default none)', (v: string, prev: string[] = []) => [...prev, v])
     .action(async (opts) => {
       // Loaded here so client commands do not pay for the server's modules.
-      const { PrestageApp, compileConfig } = await import('../../app/index.js');
+      const { PrestageApp, compileConfig, defaultLogFormat, makeLogger } = await import('../../app/index.js');
       const config = compileConfig(
         {
           dataDir: opts.data,
@@ -81,7 +83,7 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
         },
         ctx.io.env,
       );
-      const app = new PrestageApp(config);
+      const app = new PrestageApp(config, makeLogger(config.logLevel, opts.json ? 'json' : (opts.logFormat ?? defaultLogFormat())));
       const { signal, dispose } = firstSignal(ctx);
       try {
         try {

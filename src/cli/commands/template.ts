@@ -111,9 +111,10 @@ export function templateCommand(ctx: CliContext): CommandUnknownOpts {
     .alias('remove')
     .description('remove a template, its versions and its spares (hosts mapped to it must be released first)')
     .argument('<name>', 'template name')
-    .action(async (name) => {
+    .option('--json', 'print {"removed": [NAME]}')
+    .action(async (name, opts) => {
       await ctx.client.delete(`/v1/templates/${seg(name)}`);
-      ctx.out(`removed template ${name}`);
+      ctx.out(opts.json ? json({ removed: [name] }) : `removed template ${name}`);
     });
 
   return template;

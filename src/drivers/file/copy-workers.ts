@@ -89,7 +89,8 @@ export class CopyWorkers {
 
   constructor(opts: CopyWorkersOptions = {}) {
     this.size = Math.max(1, opts.size ?? 2);
-    this.workerUrl = opts.workerUrl ?? new URL('./copy-worker.ts', import.meta.url);
+    // The worker sits next to this module: .ts under tsx (tests), .js when compiled (dist/).
+    this.workerUrl = opts.workerUrl ?? new URL(`./copy-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
     this.logger = opts.logger;
     // Start them now so the first copy does not pay the worker start-up (~0.3 s with tsx).
     while (this.slots.length < this.size) this.spawn();

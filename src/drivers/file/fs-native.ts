@@ -1,7 +1,8 @@
 /**
  * The few Linux syscalls Node's `fs` lacks, called through koffi on glibc: hole-aware seeking,
- * in-kernel copies, reflink clones, and per-thread CPU priority. Everything here is synchronous
- * and meant for the copy worker threads, never the main event loop.
+ * in-kernel copies, reflink clones, per-thread CPU priority, and flock. Everything here is
+ * synchronous and meant for the copy worker threads, never the main event loop — except
+ * `tryLockExclusive`, which never waits (LOCK_NB) and so may run anywhere.
  *
  * Errors are thrown Node-style (an Error with `.code` such as 'ENOSPC', `.errno`, `.syscall`)
  * so callers treat them exactly like errors from `fs`.
@@ -22,6 +23,7 @@ const copyFileRangeC = libc.func(
 const ioctlC = libc.func('int ioctl(int fd, unsigned long request, ...)') as (fd: number, request: number, argType: 'int', arg: number) => number;
 const setpriorityC = libc.func('int setpriority(int which, unsigned int who, int prio)') as (which: number, who: number, prio: number) => number;
 const gettidC = libc.func('int gettid(void)') as () => number;
+const flockC = libc.func('int flock(int fd, int operation)') as (fd: number, operation: number) => number;
 const strerrorC = libc.func('const char *strerror(int errnum)') as (errnum: number) => string;
 
 const SEEK_DATA = 3;
@@ -29,6 +31,8 @@ const SEEK_HOLE = 4;
 /** _IOW(0x94, 9, int): share the source's extents with the destination (btrfs, XFS reflink=1). */
 const FICLONE = 0x40049409;
 const PRIO_PROCESS = 0;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
 
 /** An fs-style error carrying the errno left by the last libc call on this thread. */
 function errnoError(syscall: string): NodeJS.ErrnoException {
@@ -106,4 +110,16 @@ export function ficlone(dstFd: number, srcFd: number): void {
  */
 export function lowerThreadPriority(nice = 10): void {
   if (setpriorityC(PRIO_PROCESS, gettidC(), nice) !== 0) throw errnoError('setpriority');
+}
+
+/**
+ * flock(fd, LOCK_EX | LOCK_NB): true when this open file description now holds the exclusive lock,
+ * false when another one holds it (EWOULDBLOCK); any other failure throws. The kernel drops the
+ * lock when the last fd of the description closes, so a killed process leaves no stale lock.
+ */
+export function tryLockExclusive(fd: number): boolean {
+  if (flockC(fd, LOCK_EX | LOCK_NB) === 0) return true;
+  const err = errnoError('flock');
+  if (err.code === 'EWOULDBLOCK' || err.code === 'EAGAIN') return false;
+  throw err;
 }

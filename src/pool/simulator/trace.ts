@@ -123,7 +123,7 @@ export interface AzureOptions {
 }
 
 /**
- * The Azure VM trace, binned (see ../shared/traces/azure-v1/README.md): one line per bin,
+ * The Azure VM trace, binned (see data/traces/azure-v1/README.md): one line per bin,
  * `<t_seconds> <tokens>`, tokens comma-separated; a letter a–p is one VM of that flavor, `|`
  * closes a batch. `t` is the bin's end. Each flavor is a source. A batch arrives at one instant,
  * drawn uniformly over its bin from a PRNG seeded with `seed`; its VMs of one flavor form one
