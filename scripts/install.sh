@@ -14,6 +14,7 @@ APT_PACKAGES=(
   python3 make g++                  # native builds of npm addons (better-sqlite3)
   qemu-system-x86 linux-image-cloud-amd64 busybox-static  # test/e2e/boot.test.ts: a host really boots (tcg) from its NBD copy
   kmod                              # … modprobe --show-depends lists the virtio modules its initramfs loads
+  curl                              # the README's template section fetches a host's documents
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -11,7 +11,7 @@ function walk(dir) {
   });
 }
 // --fast: the edit-test loop, without the QEMU boots and the kill-and-restart runs.
-const SLOW = ['test/e2e/boot.test.ts', 'test/e2e/template-boot.test.ts', 'test/e2e/crash.test.ts'];
+const SLOW = ['test/e2e/boot.test.ts', 'test/e2e/template-boot.test.ts', 'test/e2e/crash.test.ts', 'test/e2e/readme.test.ts', 'test/package/pack.test.ts', 'test/cli/demo-image.test.ts'];
 const args = process.argv.slice(2);
 const fast = args.includes('--fast');
 const filters = args.filter((a) => a !== '--fast');

@@ -10,6 +10,7 @@ import { simulateCommand } from './commands/simulate.js';
 import { statusCommand } from './commands/status.js';
 import { templateCommand } from './commands/template.js';
 import { tokenCommand } from './commands/token.js';
+import { demoImageCommand } from './commands/demo-image.js';
 import { VERSION } from '../app/version.js';
 import { CliContext, processIo, type CliIo } from './context.js';
 import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.js';
@@ -49,7 +50,7 @@ export function buildProgram(ctx: CliContext): Command<[], { server?: string; to
   program.hook('preAction', (_, action) => {
     if (program.opts().json) action.setOptionValue('json', true);
   });
-  for (const make of [serveCommand, imageCommand, templateCommand, poolCommand, hostCommand, provisionCommand, releaseCommand, statusCommand, simulateCommand, tokenCommand]) {
+  for (const make of [serveCommand, imageCommand, templateCommand, poolCommand, hostCommand, provisionCommand, releaseCommand, statusCommand, simulateCommand, tokenCommand, demoImageCommand]) {
     program.addCommand(make(ctx));
   }
   return program;

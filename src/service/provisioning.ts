@@ -1,11 +1,13 @@
 import type { Logger } from 'pino';
 import {
   ConflictError,
+  InputError,
   NotFoundError,
   UnavailableError,
   formatSourceSpec,
   isPrestageError,
   parseSourceSpec,
+  renderPerHost,
   type Access,
   type Copy,
   type Exporter,
@@ -119,6 +121,7 @@ export class ProvisioningService {
 
     const image = await resolveSource(store, spec);
     if (!image) throw new NotFoundError('image', source);
+    await this.checkPerHostValues(hostId, image);
     this.o.replenisher.recordDemand(source);
     if (image.state !== 'ready') throw new UnavailableError(`${image.name}@${image.version} is not available (its volume is ${image.state})`, { image: source });
 
@@ -128,6 +131,25 @@ export class ProvisioningService {
       return await result;
     } finally {
       this.pending.delete(hostId);
+    }
+  }
+
+  /**
+   * A host provisioned from a template must have a value for each per-host param without a
+   * default: refused now, naming them, rather than a host whose documents cannot be served.
+   */
+  private async checkPerHostValues(hostId: string, image: Image): Promise<void> {
+    if (image.kind !== 'template') return;
+    const { store } = this.o;
+    const [build, host] = await Promise.all([store.buildOfImage(image.id), store.getHost(hostId)]);
+    if (!build || !host) return;
+    try {
+      renderPerHost(build.spec, { id: host.id, values: host.vars });
+    } catch (e) {
+      if (!(e instanceof InputError)) throw e;
+      const missing = Array.isArray(e.details['missing']) ? (e.details['missing'] as string[]) : [];
+      const hint = missing.length > 0 ? `; set ${missing.length > 1 ? 'them' : 'it'}: prestage host set ${hostId} ${missing.map((m) => `--var ${m}=VALUE`).join(' ')}` : '';
+      throw new InputError(`${e.message}${hint}`, { ...e.details, hostId }, { cause: e });
     }
   }
 

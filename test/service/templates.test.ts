@@ -146,6 +146,16 @@ describe('templates', () => {
       assert.equal(r.status, 401, why);
       assert.doesNotMatch(r.text, /web-01/, `${why}: nothing of h1's data`);
     }
+    const index = await t.call('GET', '/v1/meta/h1/', undefined, basic('h1', key1));
+    assert.equal(index.status, 200, 'the seed URL itself, as cloud-init asks for it first');
+    assert.deepEqual(index.text.trim().split('\n'), ['meta-data', 'user-data', 'network-config', 'vendor-data']);
+    assert.equal((await t.call('GET', '/v1/meta/h1/', undefined, basic('h1', key2))).status, 401);
+    // A host without a value a per-host param needs is refused before it gets a copy.
+    assert.equal((await t.call('POST', '/v1/hosts', { id: 'h3' })).status, 201);
+    const refused = await t.call<{ error: { code: string; message: string } }>('POST', '/v1/hosts/h3/provision', { source: 'web' });
+    assert.equal(refused.status, 400, refused.text);
+    assert.match(refused.body.error.message, /no value for per-host param 'hostname'.*prestage host set h3 --var hostname=VALUE/);
+    assert.equal((await t.call<{ mapping: unknown }>('GET', '/v1/hosts/h3')).body.mapping, null, 'no copy handed out');
     // A host's values change what it is served, not the template.
     assert.equal((await t.call('PATCH', '/v1/hosts/h1/vars', { hostname: 'web-99' })).status, 200);
     assert.match((await t.call('GET', '/v1/meta/h1/meta-data', undefined, basic('h1', key1))).text, /local-hostname: web-99/);
@@ -189,7 +199,7 @@ describe('templates', () => {
     const v2 = copyDisk(golden, join(dir, 'golden-v2.img'));
     extDamage(v2, GPT.root, 'rm /etc/keep');
     const hosts = Array.from({ length: 4 }, (_, i) => `roll-${i}`);
-    for (const h of hosts) assert.equal((await t.call('POST', '/v1/hosts', { id: h })).status, 201);
+    for (const h of hosts) assert.equal((await t.call('POST', '/v1/hosts', { id: h, vars: { hostname: h } })).status, 201);
     const results: { host: string; started: number; image: string; status: number }[] = [];
     let stop = false;
     const streams = hosts.map(async (host) => {

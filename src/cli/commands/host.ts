@@ -84,6 +84,7 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
     .argument('<id>', 'host id')
     .option('--rotate', 'make a new meta-data credential first (the old one stops working)')
     .option('--base <url>', 'the API address as the host reaches it (default: --server)')
+    .option('--url', 'print only the seed URL (with the credential), e.g. for curl "$(prestage host meta-url H --url)user-data"')
     .option('--json', 'print the raw JSON reply')
     .action(async (id, opts) => {
       const path = `/v1/hosts/${seg(id)}/meta-credential`;
@@ -93,7 +94,7 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
       base.username = encodeURIComponent(c.user);
       base.password = c.secret;
       base.pathname = `${base.pathname.replace(/\/$/, '')}/v1/meta/${seg(c.hostId)}/`;
-      ctx.out(`ds=nocloud-net;s=${base.href}`);
+      ctx.out(opts.url ? base.href : `ds=nocloud-net;s=${base.href}`);
     });
 
   host

@@ -1,4 +1,5 @@
 import { Command, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { InputError } from '../../domain/index.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { json, keyValues, ms } from '../format.js';
@@ -17,6 +18,18 @@ export function accessLine(p: ProvisionReply): readonly [string, string] {
     case 'nbd':
       return ['nbd', `${p.access.uri} (export ${p.access.exportName})`];
   }
+}
+
+/** `-object … -drive …` for qemu: the host's copy over NBD, TLS-PSK with the key in `keyDir`. */
+function qemuDriveOptions(p: ProvisionReply, keyDir: string): string {
+  if (p.access.kind !== 'nbd') return `-drive file=${p.access.path},format=raw,if=virtio`;
+  const u = new URL(p.access.uri);
+  if (/[\s,]/.test(keyDir)) throw new InputError(`--qemu ${keyDir}: a key directory without spaces or commas, please (qemu's option syntax)`, { field: 'qemu' });
+  const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+  return [
+    `-object tls-creds-psk,id=t0,endpoint=client,dir=${keyDir},username=${p.hostId}`,
+    `-drive driver=nbd,host=${host},port=${u.port || '10809'},export=${p.access.exportName},tls-creds=t0,if=virtio`,
+  ].join(' ');
 }
 
 /** Draws the copy the waiting provision is most likely to get: the furthest along of its image. */
@@ -42,6 +55,8 @@ export function provisionCommand(ctx: CliContext): CommandUnknownOpts {
     .description('map a copy of SOURCE to HOST: a ready spare at once, else the next copy made')
     .argument('<host>', 'host id')
     .argument('<source>', 'NAME (the latest version) or NAME@N')
+    .option('--uri', "print only how the host reaches its copy (the nbds:// URI, or the local path), for scripts: nbdinfo \"$(prestage provision H S --uri)?tls-psk-file=H.psk\"")
+    .option('--qemu <keydir>', "print only qemu's options for the host's disk over NBD with TLS-PSK, its key file in KEYDIR/keys.psk (prestage host key HOST --out KEYDIR/keys.psk)")
     .option('--json', 'print the raw JSON reply')
     .action(async (hostId, source, opts) => {
       const pending = ctx.client.post<ProvisionReply>(`/v1/hosts/${seg(hostId)}/provision`, { source }, { patient: true });
@@ -55,6 +70,8 @@ export function provisionCommand(ctx: CliContext): CommandUnknownOpts {
         bar.stop();
       }
       if (opts.json) return ctx.out(json(p));
+      if (opts.uri) return ctx.out(p.access.kind === 'nbd' ? p.access.uri : p.access.path);
+      if (opts.qemu !== undefined) return ctx.out(qemuDriveOptions(p, opts.qemu));
       ctx.out(
         keyValues([
           ['host', p.hostId],
