@@ -54,6 +54,11 @@ else
   node -e "new (require('better-sqlite3'))(':memory:').close()" || { echo "install.sh: better-sqlite3's native module did not build" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
-# The CLI and the server run compiled JavaScript from dist/.
-npm run build --silent
+# The CLI and the server run compiled JavaScript from dist/; built again only when a source
+# (or the build's own settings) changed since the last build.
+if [ -f dist/.built ] && [ -z "$(find src tsconfig.json tsconfig.build.json package.json -newer dist/.built -print -quit)" ]; then
+  echo "install.sh: dist/ is up to date" >&2
+else
+  npm run build --silent
+fi
 echo "install.sh: ready" >&2

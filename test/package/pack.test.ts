@@ -96,6 +96,8 @@ describe('the packed package, installed into an empty folder', () => {
     assert.match(p.access.uri, new RegExp(`^nbds://h1@127\\.0\\.0\\.1:${nbdPort}/${p.copyId}$`));
     const keyFile = join(dir, 'h1.psk');
     cli('host', 'key', 'h1', '--out', keyFile);
+    const size = execFileSync('nbdinfo', ['--size', `${p.access.uri}?tls-psk-file=${keyFile}`], { encoding: 'utf8' });
+    assert.equal(Number(size.trim()), 8 * MiB, 'nbdinfo sees the host its copy');
     const sum = execFileSync('bash', ['-o', 'pipefail', '-c', `nbdcopy '${p.access.uri}?tls-psk-file=${keyFile}' - | sha256sum`], { encoding: 'utf8' });
     assert.equal(sum.split(' ')[0], sha, 'the host reads exactly the golden image');
     cli('release', 'h1');
