@@ -15,6 +15,7 @@ APT_PACKAGES=(
   qemu-system-x86 linux-image-cloud-amd64 busybox-static  # test/e2e/boot.test.ts: a host really boots (tcg) from its NBD copy
   kmod                              # … modprobe --show-depends lists the virtio modules its initramfs loads
   curl                              # the README's template section fetches a host's documents
+  postgresql                        # the tests run the store and services on PostgreSQL too (serve --db); npm start needs none
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -30,6 +31,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install.sh: installing ${missing[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The tests' PostgreSQL: 127.0.0.1:5432, database `test`, trust for the local postgres user.
+# An installation that answers there already is left as it is.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  cluster=$(pg_lsclusters -h 2>/dev/null | awk 'NR==1 {print $1" "$2}')
+  if [ -n "$cluster" ]; then
+    read -r version name <<<"$cluster"
+    hba=/etc/postgresql/$version/$name/pg_hba.conf
+    grep -q '^host all postgres 127.0.0.1/32 trust' "$hba" || sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+    pg_ctlcluster "$version" "$name" start || pg_ctlcluster "$version" "$name" reload
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+fi
+if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 || psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE test'
+else
+  echo "install.sh: PostgreSQL does not answer on 127.0.0.1:5432; the tests that need it will say so" >&2
 fi
 
 if ! command -v node >/dev/null; then

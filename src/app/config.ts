@@ -36,6 +36,10 @@ export interface RawConfig {
   insecureHttp?: boolean;
   /** Directories on the server that admins may import image files from by path (none by default). */
   importDirs?: readonly string[];
+  /** PostgreSQL URL for the state (`postgres://…`); absent: SQLite in the data directory. */
+  db?: string;
+  /** With `db`: a schema of its own in that database. */
+  dbSchema?: string;
 }
 
 export interface Config {
@@ -81,6 +85,8 @@ export interface Config {
   readonly insecureHttp: boolean;
   /** Directories an admin may import server-side files from, absolute (none by default). */
   readonly importDirs: readonly string[];
+  /** Where the state lives: SQLite in the data directory, or a PostgreSQL database. */
+  readonly db: { readonly kind: 'sqlite' } | { readonly kind: 'postgres'; readonly url: string; readonly schema?: string };
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:7480';
@@ -152,5 +158,23 @@ export function compileConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.e
     apiTls: raw.tlsCert === undefined || raw.tlsKey === undefined ? undefined : Object.freeze({ certFile: resolve(raw.tlsCert), keyFile: resolve(raw.tlsKey) }),
     insecureHttp,
     importDirs: Object.freeze((raw.importDirs ?? []).map((d) => resolve(d))),
+    db: parseDb(raw.db ?? env.PRESTAGE_DB, raw.dbSchema),
   });
+}
+
+/** `--db`: nothing (SQLite) or a postgres:// URL. */
+function parseDb(url: string | undefined, schema: string | undefined): Config['db'] {
+  if (url === undefined || url.trim() === '') {
+    if (schema !== undefined) throw new InputError('--db-schema goes with --db postgres://…', { field: 'dbSchema' });
+    return { kind: 'sqlite' };
+  }
+  let u: URL;
+  try {
+    u = new URL(url.trim());
+  } catch {
+    throw new InputError(`--db: expected a postgres:// URL, got '${url.slice(0, 100)}'`, { field: 'db' });
+  }
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') throw new InputError(`--db: expected a postgres:// URL, got ${u.protocol}//…`, { field: 'db' });
+  if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new InputError(`--db-schema '${schema}': lower-case letters, digits and _ only`, { field: 'dbSchema' });
+  return Object.freeze({ kind: 'postgres', url: url.trim(), ...(schema !== undefined && { schema }) });
 }

@@ -60,6 +60,9 @@ function stoppingError(hostId: string, source: string): UnavailableError {
  * ready it waits for a copy in flight (joined) or for one made on its demand (cold). Copies
  * that come ready go to waiters first come, first served. `stop` ends every wait.
  */
+/** How often waiters' supply of copies is checked (see `supplyCheck`). */
+const SUPPLY_CHECK_MS = 1000;
+
 export class ProvisioningService {
   private readonly waiters = new Map<string, Waiter[]>();
   /** A host asking twice while its first request waits gets the same answer. */
@@ -75,9 +78,21 @@ export class ProvisioningService {
   };
   private readonly onCopyFailed = (imageId: string, error: unknown): void => this.failWaiters(imageId, error);
 
+  /**
+   * A safety net under the hand-off: a ready copy can be taken between its hand-off and the
+   * claim (by a warm request, or discarded), and with a database whose queries interleave (PostgreSQL)
+   * a waiter was seen left with no copy asked for. Every second, each image with waiters gets
+   * the copies still missing; a waiter never waits on nothing for longer than that.
+   */
+  private readonly supplyCheck: NodeJS.Timeout;
+
   constructor(private readonly o: ProvisioningOptions) {
     o.replenisher.on('copy-ready', this.onCopyReady);
     o.replenisher.on('copy-failed', this.onCopyFailed);
+    this.supplyCheck = setInterval(() => {
+      for (const [imageId, queue] of this.waiters) if (queue.length > 0) this.ensureSupply(imageId, queue[0]!.source);
+    }, SUPPLY_CHECK_MS);
+    this.supplyCheck.unref();
   }
 
   /**
@@ -89,6 +104,7 @@ export class ProvisioningService {
   async stop(): Promise<void> {
     if (!this.stopped) {
       this.stopped = true;
+      clearInterval(this.supplyCheck);
       this.o.replenisher.off('copy-ready', this.onCopyReady);
       this.o.replenisher.off('copy-failed', this.onCopyFailed);
       const waiters = [...this.waiters];

@@ -28,6 +28,7 @@ import {
 } from '../domain/index.js';
 import type { ApiTokensTable, CopiesTable, Database, HostsTable, ImagesTable, MappingsTable, PoolsTable, TemplateBuildsTable, TemplatesTable } from './schema.js';
 import { migrationProvider, type SqlDialectName } from './migrations.js';
+import { withDbErrors } from './db-errors.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -144,14 +145,17 @@ export class KyselyStore implements Store {
     private readonly now: () => string,
   ) {}
 
-  static async open(db: Kysely<Database>, dialect: SqlDialectName, now: () => string = () => new Date().toISOString()): Promise<KyselyStore> {
-    const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
+  static async open(db: Kysely<Database>, dialect: SqlDialectName, opts: { readonly now?: () => string; readonly schema?: string } = {}): Promise<KyselyStore> {
+    const now = opts.now ?? (() => new Date().toISOString());
+    // With a schema of its own, the migrator's tables are looked for there only (it would take
+    // another schema's for its own otherwise).
+    const migrator = new Migrator({ db, provider: migrationProvider(dialect), ...(opts.schema !== undefined && { migrationTableSchema: opts.schema }) });
     const { error, results } = await migrator.migrateToLatest();
     const failed = results?.find((r) => r.status === 'Error');
     if (error !== undefined || failed) {
       throw new Error(`state store migration failed${failed ? ` at ${failed.migrationName}` : ''}`, { cause: error });
     }
-    return new KyselyStore(db, dialect, now);
+    return withDbErrors(new KyselyStore(db, dialect, now));
   }
 
   private async event(db: Db, e: NewEvent): Promise<void> {
@@ -363,6 +367,9 @@ export class KyselyStore implements Store {
     return this.db.transaction().execute(async (tx) => {
       // The state check inside the UPDATE makes the claim atomic on every dialect: two
       // claimers of one copy cannot both see it move from ready to mapped.
+      // On PostgreSQL concurrent claimers skip the spare another one has locked and take the
+      // next: each gets a different spare at once, none waits on another's lock (SQLite has
+      // one writer, so the plain subquery is enough there).
       const pick = tx
         .selectFrom('copies')
         .select('id')
@@ -370,7 +377,8 @@ export class KyselyStore implements Store {
         .where('state', '=', 'ready')
         .orderBy('ready_at')
         .orderBy('id')
-        .limit(1);
+        .limit(1)
+        .$if(this.dialect === 'postgres', (q) => q.forUpdate().skipLocked());
       const row = await tx
         .updateTable('copies')
         .set({ state: 'mapped', host_id: args.hostId, changed_at: this.now() })

@@ -75,6 +75,11 @@ function migrations(dialect: SqlDialectName): Record<string, Migration> {
         if (dialect === 'sqlite') {
           await sql`CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(db);
           await sql`CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(db);
+        } else {
+          await sql`CREATE FUNCTION prestage_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'events are append-only'; END $$`.execute(db);
+          await sql`CREATE TRIGGER events_no_update BEFORE UPDATE ON events FOR EACH ROW EXECUTE FUNCTION prestage_events_append_only()`.execute(db);
+          await sql`CREATE TRIGGER events_no_delete BEFORE DELETE ON events FOR EACH ROW EXECUTE FUNCTION prestage_events_append_only()`.execute(db);
+          await sql`CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events FOR EACH STATEMENT EXECUTE FUNCTION prestage_events_append_only()`.execute(db);
         }
       },
     },
@@ -166,6 +171,24 @@ function migrations(dialect: SqlDialectName): Record<string, Migration> {
             BEGIN SELECT RAISE(ABORT, 'the event horizon only rises'); END`.execute(db);
           await sql`CREATE TRIGGER event_horizon_no_delete BEFORE DELETE ON event_horizon
             BEGIN SELECT RAISE(ABORT, 'the event horizon only rises'); END`.execute(db);
+        } else {
+          await sql`CREATE FUNCTION prestage_events_delete_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF OLD.seq >= COALESCE((SELECT before_seq FROM event_horizon WHERE id = 1), 0) THEN
+                RAISE EXCEPTION 'events are append-only: only those below the retention horizon may be deleted';
+              END IF;
+              RETURN OLD;
+            END $$`.execute(db);
+          await sql`DROP TRIGGER events_no_delete ON events`.execute(db);
+          await sql`CREATE TRIGGER events_no_delete BEFORE DELETE ON events FOR EACH ROW EXECUTE FUNCTION prestage_events_delete_guard()`.execute(db);
+          await sql`CREATE FUNCTION prestage_horizon_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF TG_OP = 'DELETE' OR NEW.before_seq < OLD.before_seq OR NEW.id <> OLD.id THEN
+                RAISE EXCEPTION 'the event horizon only rises';
+              END IF;
+              RETURN NEW;
+            END $$`.execute(db);
+          await sql`CREATE TRIGGER event_horizon_guard BEFORE UPDATE OR DELETE ON event_horizon FOR EACH ROW EXECUTE FUNCTION prestage_horizon_guard()`.execute(db);
         }
       },
     },

@@ -2,6 +2,9 @@ import { readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { pino } from 'pino';
 import { makeTempDir } from './files.js';
+import { pgSchema, type PgSchema } from './postgres.js';
+
+const schemas = new Map<string, PgSchema>();
 import { PrestageApp, compileConfig, type RawConfig } from '../../src/app/index.js';
 
 export interface TestApp {
@@ -18,10 +21,18 @@ export interface TestApp {
  * A real app on a real data directory (real SQLite file, real files), without a listening socket
  * unless `listen` (then on `raw.listen`, e.g. 127.0.0.1:0, for the CLI: see `app.address`).
  */
-export async function startTestApp(raw: RawConfig = {}, opts: { listen?: boolean } = {}): Promise<TestApp> {
+export async function startTestApp(raw: RawConfig = {}, opts: { listen?: boolean; /** SQLite whatever PRESTAGE_TEST_DIALECT says: the test reads state.db itself. */ sqlite?: boolean } = {}): Promise<TestApp> {
   const dataDir = raw.dataDir ?? (await makeTempDir());
+  // PRESTAGE_TEST_DIALECT=postgres: the same tests with the state in PostgreSQL, a schema per
+  // data directory (a restart on the same directory finds its state again).
+  let schema: PgSchema | undefined;
+  if (process.env.PRESTAGE_TEST_DIALECT === 'postgres' && raw.db === undefined && opts.sqlite !== true) {
+    schema = schemas.get(dataDir) ?? (await pgSchema());
+    schemas.set(dataDir, schema);
+  }
+  const db = schema && { db: schema.url, dbSchema: schema.name };
   // The service tests read copies through their local path; the NBD tests ask for nbd.
-  const config = compileConfig({ poolAutoCreate: false, logLevel: 'silent', drainTimeout: '30s', exporter: 'path', nbdListen: '127.0.0.1:0', importDirs: [tmpdir()], ...raw, dataDir });
+  const config = compileConfig({ poolAutoCreate: false, logLevel: 'silent', drainTimeout: '30s', exporter: 'path', nbdListen: '127.0.0.1:0', importDirs: [tmpdir()], ...db, ...raw, dataDir });
   const app = new PrestageApp(config, pino({ level: process.env.PRESTAGE_TEST_LOG ?? 'silent' }));
   await app.start({ listen: opts.listen === true });
   const token = (await readFile(app.adminTokenFile, 'utf8')).trim();
@@ -41,6 +52,10 @@ export async function startTestApp(raw: RawConfig = {}, opts: { listen?: boolean
     },
     async close(opts = {}) {
       await app.stop();
+      if (!opts.keepData && schema) {
+        schemas.delete(dataDir);
+        await schema.drop();
+      }
       if (!opts.keepData && raw.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
     },
   };

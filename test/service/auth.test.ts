@@ -77,7 +77,7 @@ describe('every route × every role', () => {
   const secrets: Partial<Record<Caller, string>> = {};
 
   before(async () => {
-    t = await startTestApp();
+    t = await startTestApp({}, { sqlite: true }); // reads state.db itself
     for (const id of ['h1', 'h2']) assert.equal((await t.call('POST', '/v1/hosts', { id, vars: { password: `pw-${id}` } })).status, 201);
     const make = async (name: string, role: string, hostId?: string) => {
       const r = await t.call<{ token: string }>('POST', '/v1/tokens', { name, role, ...(hostId && { hostId }) });

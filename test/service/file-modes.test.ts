@@ -14,7 +14,7 @@ describe('file modes of the data directory', () => {
   before(async () => {
     const src = await makeTempDir();
     await writeRandomFile(join(src, 'g.raw'), 1 << 20);
-    t = await startTestApp({ dataDir: join(await makeTempDir(), 'fresh') });
+    t = await startTestApp({ dataDir: join(await makeTempDir(), 'fresh') }, { sqlite: true }); // the modes of state.db too
     assert.equal((await t.call('POST', '/v1/images', { name: 'g', path: join(src, 'g.raw') })).status, 201);
     assert.equal((await t.call('PUT', '/v1/pools/g', { min: 1, max: 1 })).status, 200);
     assert.equal((await t.call('POST', '/v1/hosts', { id: 'h1' })).status, 201);

@@ -161,7 +161,7 @@ describe('pools sized by cost, and what their last spare buys', () => {
 
   it('sets a cost pool through the API and explains its target from the demand history', async () => {
     dataDir = await makeTempDir();
-    t = await startTestApp({ dataDir });
+    t = await startTestApp({ dataDir }, { sqlite: true }); // its history is written into state.db
     const files = await makeTempDir();
     for (const name of ['busy', 'idle']) {
       await writeRandomFile(join(files, `${name}.raw`), 1 << 20);
@@ -183,7 +183,7 @@ describe('pools sized by cost, and what their last spare buys', () => {
     await store.savePoolForecast('busy', JSON.stringify(history));
     await store.close();
 
-    t = await startTestApp({ dataDir });
+    t = await startTestApp({ dataDir }, { sqlite: true });
     const pools = await waitFor('both pools planned', async () => {
       const r = await t.call<Pool[]>('GET', '/v1/pools');
       return r.body.every((p) => p.plan !== null) && r.body;

@@ -214,7 +214,7 @@ describe('retention in the app', () => {
     const old = seedEvent(seeded.raw, T0);
     seeded.raw.close();
     await seeded.store.close();
-    const t = await startTestApp({ dataDir, retention: '1d' });
+    const t = await startTestApp({ dataDir, retention: '1d' }, { sqlite: true }); // seeded through state.db
     try {
       const events = await t.app.store.listEvents({ limit: 10_000 });
       assert.ok(!events.some((e) => e.seq === old), 'the old event went at start');

@@ -6,10 +6,48 @@ import BetterSqlite3 from 'better-sqlite3';
 import { ConflictError, type Copy, type Image, type Store } from '../../src/domain/index.js';
 import { openSqliteStore } from '../../src/store/index.js';
 import { makeTempDir } from '../helpers/files.js';
+import { pgSchema, type PgSchema } from '../helpers/postgres.js';
 
-// One suite for every dialect; PostgreSQL joins this list when its dialect lands.
-const DIALECTS: { name: string; open: (dir: string) => Promise<Store> }[] = [
-  { name: 'sqlite', open: (dir) => openSqliteStore({ file: join(dir, 'state.db') }) },
+interface Opened {
+  readonly store: Store;
+  /** Runs SQL on the same database behind the store's back. */
+  raw(sqlText: string): Promise<void>;
+  /** Another store on the same database, as a second instance has. */
+  another(): Promise<Store>;
+  drop(): Promise<void>;
+}
+
+// One suite for every dialect.
+const DIALECTS: { name: string; open: (dir: string) => Promise<Opened> }[] = [
+  {
+    name: 'sqlite',
+    open: async (dir) => {
+      const file = join(dir, 'state.db');
+      return {
+        store: await openSqliteStore({ file }),
+        raw: (text) => {
+          const db = new BetterSqlite3(file);
+          try {
+            db.prepare(text).run();
+            return Promise.resolve();
+          } catch (e) {
+            return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+          } finally {
+            db.close();
+          }
+        },
+        another: () => openSqliteStore({ file }),
+        drop: () => Promise.resolve(),
+      };
+    },
+  },
+  {
+    name: 'postgres',
+    open: async () => {
+      const schema: PgSchema = await pgSchema();
+      return { store: await schema.open(), raw: (text) => schema.query(text), another: () => schema.open(), drop: () => schema.drop() };
+    },
+  },
 ];
 
 const ev = (type: string) => ({ type, subject: 'test' });
@@ -29,14 +67,17 @@ for (const dialect of DIALECTS) {
   describe(`store (${dialect.name})`, () => {
     let dir: string;
     let store: Store;
+    let opened: Opened;
     before(async () => {
       dir = await makeTempDir();
-      store = await dialect.open(dir);
+      opened = await dialect.open(dir);
+      store = opened.store;
       await store.insertImage(image('i1', 'img', 1), ev('image.imported'));
       for (let h = 0; h < 50; h++) await store.insertHost({ id: `h${h}`, mac: null, labels: {}, vars: {}, createdAt: new Date().toISOString() }, ev('host.added'));
     });
     after(async () => {
       await store.close();
+      await opened.drop();
       await rm(dir, { recursive: true, force: true });
     });
 
@@ -78,17 +119,46 @@ for (const dialect of DIALECTS) {
       const events = await store.listEvents({});
       assert.ok(events.length > 50);
       assert.ok(events.every((e, i) => i === 0 || e.seq > events[i - 1]!.seq));
-      const raw = new BetterSqlite3(join(dir, 'state.db'));
-      try {
-        assert.throws(() => raw.prepare('DELETE FROM events').run(), /append-only/);
-        assert.throws(() => raw.prepare("UPDATE events SET type = 'x'").run(), /append-only/);
-      } finally {
-        raw.close();
-      }
+      await assert.rejects(opened.raw('DELETE FROM events'), /append-only/);
+      await assert.rejects(opened.raw("UPDATE events SET type = 'x'"), /append-only/);
     });
 
     it('refuses to delete a host that holds a mapping', async () => {
       await assert.rejects(store.deleteHost('h1', ev('host.removed')), ConflictError);
     });
+
+    if (dialect.name === 'postgres') {
+      it('hands out every spare once to claimers on three instances at once, none left waiting while one is ready', async () => {
+        const others = [await opened.another(), await opened.another()];
+        try {
+          await store.insertImage(image('i2', 'multi', 1), ev('image.imported'));
+          for (let h = 0; h < 60; h++) await store.insertHost({ id: `m${h}`, mac: null, labels: {}, vars: {}, createdAt: new Date().toISOString() }, ev('host.added'));
+          for (let i = 0; i < 40; i++) await store.insertCopy(copy(`mc${i}`, 'i2'));
+          const stores = [store, ...others];
+          const results = await Promise.all(
+            Array.from({ length: 60 }, (_, h) => stores[h % 3]!.claim({ hostId: `m${h}`, imageId: 'i2', source: 'multi', at: new Date().toISOString() }, ev('host.mapped'))),
+          );
+          const won = results.filter((r) => r !== undefined);
+          assert.equal(won.length, 40, 'every ready spare went to a claimer: none fell to a cold wait');
+          assert.equal(new Set(won.map((r) => r.copy.id)).size, 40, 'no copy twice');
+          assert.equal((await store.countCopies('i2')).mapped, 40);
+        } finally {
+          for (const o of others) await o.close();
+        }
+      });
+
+      it('tells unique violations apart by constraint when two instances race', async () => {
+        const other = await opened.another();
+        try {
+          const at = new Date().toISOString();
+          const results = await Promise.allSettled([store, other].map((s) => s.insertHost({ id: 'race', mac: null, labels: {}, vars: {}, createdAt: at }, ev('host.added'))));
+          assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+          const lost = results.find((r) => r.status === 'rejected');
+          assert.ok(lost && lost.reason instanceof ConflictError, String(lost && (lost as PromiseRejectedResult).reason));
+        } finally {
+          await other.close();
+        }
+      });
+    }
   });
 }

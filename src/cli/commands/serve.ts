@@ -37,6 +37,8 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
     .description('run the prestage server: API, replenisher and exporter over one data directory')
     .option('--data <dir>', 'data directory (default $PRESTAGE_DATA or ~/.local/share/prestage)')
     .option('--listen <host:port>', 'address of the HTTP API (default $PRESTAGE_LISTEN or 127.0.0.1:7480)')
+    .option('--db <url>', 'PostgreSQL for the state, postgres://user@host/db (default $PRESTAGE_DB; none: SQLite in the data directory)')
+    .option('--db-schema <name>', 'with --db: a schema of its own in that database')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default $PRESTAGE_LOG_LEVEL or info)')
     .option('--pool-min <n>', 'min spares of the pool a newly imported name gets (default 1)', count)
     .option('--pool-max <n>', 'max spares of that pool (default 8)', count)
@@ -80,6 +82,8 @@ export function serveCommand(ctx: CliContext): CommandUnknownOpts {
           tlsKey: opts.tlsKey,
           insecureHttp: opts.insecureHttp === true,
           importDirs: opts.importDir ?? [],
+          db: opts.db,
+          dbSchema: opts.dbSchema,
         },
         ctx.io.env,
       );

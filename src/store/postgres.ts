@@ -1,0 +1,46 @@
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { InputError } from '../domain/index.js';
+import type { Database } from './schema.js';
+import { KyselyStore } from './kysely-store.js';
+
+export interface PostgresStoreOptions {
+  /** `postgres://user@host:port/database` (libpq's forms, `?sslmode=` included). */
+  readonly url: string;
+  /** A schema of its own (made if missing): several stores, e.g. tests, in one database. */
+  readonly schema?: string;
+  /** Connections in the pool. Default 10. */
+  readonly maxConnections?: number;
+  /** How long a request waits for a connection before it fails (503). Default 5000 ms. */
+  readonly connectTimeoutMs?: number;
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+const INT8 = 20;
+
+/**
+ * PostgreSQL through the same Kysely code as SQLite. 64-bit integers come back as numbers (they
+ * are sizes and sequence numbers, far below 2^53), per pool rather than process-wide.
+ */
+export async function openPostgresStore(opts: PostgresStoreOptions): Promise<KyselyStore> {
+  if (opts.schema !== undefined && !SCHEMA_NAME.test(opts.schema)) throw new InputError(`schema '${opts.schema}': lower-case letters, digits and _ only`, { field: 'schema' });
+  const pool = new pg.Pool({
+    connectionString: opts.url,
+    max: opts.maxConnections ?? 10,
+    connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
+    ...(opts.schema !== undefined && { options: `-c search_path=${opts.schema}` }),
+    types: {
+      getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format))) as typeof pg.types.getTypeParser,
+    },
+  });
+  // An idle connection the server dropped must not take the process down; the next query reconnects.
+  pool.on('error', () => undefined);
+  if (opts.schema !== undefined) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${opts.schema}`);
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  try {
+    return await KyselyStore.open(db, 'postgres', opts.schema !== undefined ? { schema: opts.schema } : {});
+  } catch (e) {
+    await db.destroy();
+    throw e;
+  }
+}
