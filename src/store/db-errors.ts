@@ -60,7 +60,11 @@ export function withDbErrors<T extends object>(store: T): T {
       return function (this: unknown, ...args: unknown[]) {
         try {
           const r: unknown = (v as (...a: unknown[]) => unknown).apply(target, args);
-          return r instanceof Promise ? r.catch((e: unknown) => Promise.reject(translateDbError(e))) : r;
+          return r instanceof Promise
+            ? r.catch((e: unknown) => {
+                throw translateDbError(e);
+              })
+            : r;
         } catch (e) {
           throw translateDbError(e);
         }

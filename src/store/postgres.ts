@@ -15,6 +15,10 @@ export interface PostgresStoreOptions {
   readonly connectTimeoutMs?: number;
 }
 
+/** pg's parsers, but int8 as a number. */
+const typeParser = ((oid: number, format?: 'text' | 'binary'): unknown =>
+  oid === INT8 ? (v: string) => Number(v) : (pg.types.getTypeParser as (o: number, f?: string) => unknown)(oid, format)) as typeof pg.types.getTypeParser;
+
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 const INT8 = 20;
 
@@ -29,9 +33,7 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Kys
     max: opts.maxConnections ?? 10,
     connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
     ...(opts.schema !== undefined && { options: `-c search_path=${opts.schema}` }),
-    types: {
-      getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format))) as typeof pg.types.getTypeParser,
-    },
+    types: { getTypeParser: typeParser },
   });
   // An idle connection the server dropped must not take the process down; the next query reconnects.
   pool.on('error', () => undefined);

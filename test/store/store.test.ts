@@ -154,7 +154,7 @@ for (const dialect of DIALECTS) {
           const results = await Promise.allSettled([store, other].map((s) => s.insertHost({ id: 'race', mac: null, labels: {}, vars: {}, createdAt: at }, ev('host.added'))));
           assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
           const lost = results.find((r) => r.status === 'rejected');
-          assert.ok(lost && lost.reason instanceof ConflictError, String(lost && (lost as PromiseRejectedResult).reason));
+          assert.ok(lost && lost.reason instanceof ConflictError, String(lost && (lost).reason));
         } finally {
           await other.close();
         }
