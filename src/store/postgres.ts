@@ -35,8 +35,11 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Kys
     ...(opts.schema !== undefined && { options: `-c search_path=${opts.schema}` }),
     types: { getTypeParser: typeParser },
   });
-  // An idle connection the server dropped must not take the process down; the next query reconnects.
+  // A connection the server drops must not take the process down, idle (the pool's 'error') or
+  // checked out (the client's own 'error', which nobody else listens to): its query fails with
+  // UNAVAILABLE, the pool discards it and connects anew for the next one.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   if (opts.schema !== undefined) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${opts.schema}`);
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   try {
