@@ -23,7 +23,7 @@ import {
 } from '../domain/index.js';
 import type { Replenisher } from '../pool/index.js';
 import { ensureDefaultPool, insertNextVersion } from './image-versions.js';
-import { Slots } from './slots.js';
+import PQueue from 'p-queue';
 
 export interface TemplateServiceOptions {
   readonly store: Store;
@@ -67,17 +67,18 @@ function specHash(spec: TemplateSpec): string {
 export class TemplateService {
   /** One build at a time per template; later ones queue behind it. */
   private readonly building = new Map<string, Promise<unknown>>();
-  private readonly slots: Slots;
+  /** Builds running and waiting their turn (first come, first served). */
+  private readonly slots: PQueue;
   private readonly watchers = new Set<NodeJS.Timeout>();
   private closed = false;
 
   constructor(private readonly o: TemplateServiceOptions) {
-    this.slots = new Slots(o.maxConcurrentBuilds ?? 2);
+    this.slots = new PQueue({ concurrency: o.maxConcurrentBuilds ?? 2 });
   }
 
   /** Builds running (at most `size`) and waiting for a slot now, over all templates. */
   get buildSlots(): { readonly size: number; readonly running: number; readonly waiting: number } {
-    return { size: this.slots.size, running: this.slots.running, waiting: this.slots.waiting };
+    return { size: this.slots.concurrency, running: this.slots.pending, waiting: this.slots.size };
   }
 
   /** Creates or updates a template from its spec and builds it when the spec or base changed. */
@@ -142,10 +143,10 @@ export class TemplateService {
 
   /** Runs the build once a slot is free; one still waiting when the service closes does not start. */
   private inSlot(name: string, buildNow: () => Promise<TemplateBuild>): Promise<TemplateBuild> {
-    if (this.slots.running >= this.slots.size) {
-      this.o.logger.info({ template: name, running: this.slots.running, waiting: this.slots.waiting + 1 }, 'template build waits for a free build slot');
+    if (this.slots.pending >= this.slots.concurrency) {
+      this.o.logger.info({ template: name, running: this.slots.pending, waiting: this.slots.size + 1 }, 'template build waits for a free build slot');
     }
-    return this.slots.run(() => {
+    return this.slots.add(() => {
       if (this.closed) return Promise.reject(new UnavailableError(`template '${name}' build not started: the server is stopping`, { template: name }));
       return buildNow();
     });

@@ -12,7 +12,6 @@ import { UnavailableError, newId, type Customizer, type Image, type Store } from
 import { FileDriver } from '../../src/drivers/index.js';
 import { Replenisher } from '../../src/pool/index.js';
 import { TemplateService } from '../../src/service/index.js';
-import { Slots } from '../../src/service/slots.js';
 import { openSqliteStore } from '../../src/store/index.js';
 import { makeTempDir, waitFor, writeRandomFile } from '../helpers/files.js';
 
@@ -144,43 +143,5 @@ describe('template builds: at most maxConcurrentBuilds at once', () => {
     assert.equal(compileConfig({ dataDir: '/tmp/x' }, {}).templateBuilds, 2);
     assert.equal(compileConfig({ dataDir: '/tmp/x', templateBuilds: 64 }, {}).templateBuilds, 64);
     for (const n of [0, 65, 1.5]) assert.throws(() => compileConfig({ dataDir: '/tmp/x', templateBuilds: n }, {}), /1 to 64/);
-  });
-});
-
-describe('Slots', () => {
-  it('starts waiters first come, first served, never more than its size', async () => {
-    const slots = new Slots(2);
-    const order: string[] = [];
-    let inside = 0;
-    let most = 0;
-    const gates = new Map<string, () => void>();
-    const task = (name: string) => () => {
-      inside++;
-      most = Math.max(most, inside);
-      order.push(name);
-      return new Promise<void>((r) => gates.set(name, r)).finally(() => inside--);
-    };
-    const runs = ['a', 'b', 'c', 'd', 'e'].map((n) => slots.run(task(n)));
-    assert.deepEqual([slots.running, slots.waiting], [2, 3]);
-    await waitFor('a and b started', () => Promise.resolve(gates.size === 2));
-    // b finishes first: its slot goes to c, the longest waiting; then a's goes to d.
-    gates.get('b')!();
-    await waitFor('c started', () => Promise.resolve(gates.has('c')));
-    gates.get('a')!();
-    await waitFor('d started', () => Promise.resolve(gates.has('d')));
-    for (const n of ['c', 'd']) gates.get(n)!();
-    await waitFor('e started', () => Promise.resolve(gates.has('e')));
-    gates.get('e')!();
-    await Promise.all(runs);
-    assert.deepEqual(order, ['a', 'b', 'c', 'd', 'e']);
-    assert.equal(most, 2);
-    assert.deepEqual([slots.running, slots.waiting], [0, 0]);
-  });
-
-  it('frees the slot when a task fails', async () => {
-    const slots = new Slots(1);
-    await assert.rejects(slots.run(() => Promise.reject(new Error('boom'))), /boom/);
-    assert.equal(await slots.run(() => Promise.resolve(7)), 7);
-    assert.throws(() => new Slots(0), RangeError);
   });
 });
