@@ -22,7 +22,7 @@ import {
 } from '../service/index.js';
 import { Retention } from '../service/retention.js';
 import { customizeDisk } from '../customize/index.js';
-import { openPostgresStore, openSqliteStore } from '../store/index.js';
+import { lockPostgresState, openPostgresStore, openSqliteStore } from '../store/index.js';
 import type { Config } from './config.js';
 import { ADMIN_TOKEN_FILE } from './data-dir.js';
 import { lockDataDir } from './data-dir-lock.js';
@@ -110,6 +110,11 @@ export class PrestageApp {
       const lock = await lockDataDir(config.dataDir);
       this.onStop('data-dir-lock', () => lock.release());
       await chmod(config.dataDir, 0o700);
+      if (config.db.kind === 'postgres') {
+        // Like the directory lock, before the state is read or changed.
+        const dbLock = await lockPostgresState({ url: config.db.url, ...(config.db.schema !== undefined && { schema: config.db.schema }) });
+        this.onStop('db-lock', () => dbLock.release());
+      }
       const store = config.db.kind === 'postgres' ? await openPostgresStore({ url: config.db.url, ...(config.db.schema !== undefined && { schema: config.db.schema }) }) : await openSqliteStore({ file: join(config.dataDir, 'state.db') });
       this.storeValue = store;
       this.onStop('store', () => store.close());
