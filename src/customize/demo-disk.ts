@@ -22,10 +22,11 @@ import { constants } from 'node:fs';
 import { access, chmod, copyFile, lstat, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { basename, delimiter, dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { gzipSync } from 'node:zlib';
 import { ConflictError, InputError, NoSpaceError, PrestageError, UnavailableError, errnoCode, isNoSpace } from '../domain/index.js';
 import { fileDiskReader } from './disk-reader.js';
 import { detectFilesystem, type DetectedKind } from './fs-detect.js';
+import { CPIO_MODE, cpioNewc, initPrologue, moduleBytes, moduleName, type CpioEntry } from './initramfs.js';
 import { readPartitionTable } from './partition-table.js';
 
 const execFileAsync = promisify(execFile);
@@ -146,7 +147,7 @@ export async function buildDemoDisk(o: DemoDiskOptions): Promise<DemoDiskResult>
     let initrd: { bytes: Buffer; modules: string[] } | undefined;
     if (boot) {
       step(`making an initramfs: busybox and the virtio modules of kernel ${boot.version}`);
-      initrd = await buildDemoInitramfs(boot, (file) => moduleBytes(file, dirs));
+      initrd = await buildDemoInitramfs(boot, (file) => readModule(file, dirs));
       await writeFile(join(stage, 'vmlinuz'), await readFile(boot.vmlinuz));
       await writeFile(join(stage, 'initrd'), initrd.bytes);
     }
@@ -479,47 +480,12 @@ export async function findBootParts(bootDir: string, busybox: string, dirs: read
   return { version, vmlinuz, busybox, modules };
 }
 
-const moduleName = (file: string): string => basename(file).replace(/\.ko(\.(xz|zst|gz))?$/, '');
-
-async function moduleBytes(file: string, dirs: readonly string[]): Promise<Buffer> {
-  if (file.endsWith('.ko')) return readFile(file);
-  if (file.endsWith('.ko.gz')) return gunzipSync(await readFile(file));
-  const tool: Tool | undefined = file.endsWith('.ko.xz') ? 'xz' : file.endsWith('.ko.zst') ? 'zstd' : undefined;
-  if (tool === undefined) throw new UnavailableError(`unknown module compression: ${file}`, { path: file });
-  const path = (await findTools([tool], dirs)).get(tool)!;
-  const { stdout } = await execFileAsync(path, ['-dc', file], { encoding: 'buffer', maxBuffer: 64 * MiB });
-  return stdout;
-}
-
-// cpio "newc", written here so device nodes (/dev/console) need no root and no cpio tool.
-interface CpioEntry {
-  readonly name: string;
-  readonly mode: number;
-  readonly data?: Buffer;
-  readonly rdev?: readonly [number, number];
-}
-
-function cpioNewc(entries: readonly CpioEntry[]): Buffer {
-  const parts: Buffer[] = [];
-  let size = 0;
-  const push = (b: Buffer) => {
-    parts.push(b);
-    size += b.length;
-    const pad = (4 - (size % 4)) % 4;
-    if (pad) {
-      parts.push(Buffer.alloc(pad));
-      size += pad;
-    }
-  };
-  [...entries, { name: 'TRAILER!!!', mode: 0 }].forEach((e: CpioEntry, i) => {
-    const data = e.data ?? Buffer.alloc(0);
-    const hex = (n: number) => n.toString(16).padStart(8, '0');
-    const name = Buffer.from(`${e.name}\0`);
-    const fields = [i + 1, e.mode, 0, 0, e.mode & 0o040000 ? 2 : 1, 0, data.length, 0, 0, e.rdev?.[0] ?? 0, e.rdev?.[1] ?? 0, name.length, 0];
-    push(Buffer.concat([Buffer.from(`070701${fields.map(hex).join('')}`), name]));
-    if (data.length) push(data);
+/** A module's bytes; xz and zstd through the tool found on the search path. */
+function readModule(file: string, dirs: readonly string[]): Promise<Buffer> {
+  return moduleBytes(file, async (tool, f) => {
+    const path = (await findTools([tool], dirs)).get(tool)!;
+    return (await execFileAsync(path, ['-dc', f], { encoding: 'buffer', maxBuffer: 64 * MiB })).stdout;
   });
-  return Buffer.concat(parts);
 }
 
 /** Files /init prints when they exist: what web.yaml and most templates write. */
@@ -528,15 +494,7 @@ const SHOWN = ['/etc/os-release', '/etc/hostname', '/etc/motd', '/etc/resolv.con
 /** The demo's /init: modules, the root partition read-write, what it holds, the seed, a boot count, power off. */
 export function demoInitScript(modules: readonly string[]): string {
   const insmods = modules.map((m) => `insmod /lib/modules/${m}.ko 2>/dev/null || echo "(module ${m} not loaded)"`).join('\n');
-  return `#!/bin/sh
-/bin/busybox --install -s
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-exec </dev/console >/dev/console 2>&1
-echo
-fail() { echo "${DEMO_CONSOLE.failed}$1"; poweroff -f; sleep 60; }
-${insmods}
+  return `${initPrologue(DEMO_CONSOLE.failed)}${insmods}
 root=/dev/vda1
 for w in $(cat /proc/cmdline); do case "$w" in root=/dev/*) root="\${w#root=}" ;; esac; done
 i=0
@@ -576,10 +534,7 @@ poweroff -f
 `;
 }
 
-const DIR = 0o040755;
-const FILE = 0o100644;
-const EXEC = 0o100755;
-const LINK = 0o120777;
+const { dir: DIR, file: FILE, exec: EXEC, link: LINK } = CPIO_MODE;
 
 /** A gzip'd newc initramfs: busybox, the modules (decompressed) and /init. */
 export async function buildDemoInitramfs(boot: BootParts, read: (file: string) => Promise<Buffer>): Promise<{ bytes: Buffer; modules: string[] }> {

@@ -17,7 +17,8 @@ import { once } from 'node:events';
 import { access, chmod, constants, mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { gzipSync } from 'node:zlib';
+import { CPIO_MODE, cpioNewc, initPrologue, moduleBytes, moduleName, type CpioEntry } from '../../src/customize/initramfs.js';
 
 const run = promisify(execFile);
 const MiB = 1 << 20;
@@ -116,64 +117,19 @@ export async function checkBootTools(): Promise<CloudKernel> {
   return findCloudKernel();
 }
 
-async function moduleBytes(file: string): Promise<Buffer> {
-  if (file.endsWith('.ko')) return readFile(file);
-  if (file.endsWith('.ko.gz')) return gunzipSync(await readFile(file));
-  const [cmd, pkg] = file.endsWith('.ko.xz') ? ['xz', 'xz-utils'] : file.endsWith('.ko.zst') ? ['zstd', 'zstd'] : ['', ''];
-  if (!cmd) throw new Error(`unknown module compression: ${file}`);
-  if (!(await onPath(cmd))) throw new MissingTool(`${cmd} (to decompress ${file})`, pkg);
-  const { stdout } = await run(cmd, ['-dc', file], { encoding: 'buffer', maxBuffer: 64 * MiB });
-  return stdout;
-}
-
-// cpio "newc": written here so device nodes (/dev/console) need no root and no cpio tool.
-interface CpioEntry {
-  readonly name: string;
-  readonly mode: number;
-  readonly data?: Buffer;
-  readonly rdev?: readonly [number, number];
-}
-
-function cpioNewc(entries: readonly CpioEntry[]): Buffer {
-  const parts: Buffer[] = [];
-  let size = 0;
-  const push = (b: Buffer) => {
-    parts.push(b);
-    size += b.length;
-    const pad = (4 - (size % 4)) % 4;
-    if (pad) {
-      parts.push(Buffer.alloc(pad));
-      size += pad;
-    }
-  };
-  const all = [...entries, { name: 'TRAILER!!!', mode: 0 }];
-  all.forEach((e, i) => {
-    const data = e.data ?? Buffer.alloc(0);
-    const hex = (n: number) => n.toString(16).padStart(8, '0');
-    const name = Buffer.from(`${e.name}\0`);
-    const fields = [i + 1, e.mode, 0, 0, e.mode & 0o040000 ? 2 : 1, 0, data.length, 0, 0, e.rdev?.[0] ?? 0, e.rdev?.[1] ?? 0, name.length, 0];
-    push(Buffer.concat([Buffer.from(`070701${fields.map(hex).join('')}`), name]));
-    if (data.length) push(data);
+/** A module's bytes; xz and zstd need their tool, named with its package when missing. */
+function readModule(file: string): Promise<Buffer> {
+  return moduleBytes(file, async (tool, f) => {
+    const pkg = tool === 'xz' ? 'xz-utils' : 'zstd';
+    if (!(await onPath(tool))) throw new MissingTool(`${tool} (to decompress ${f})`, pkg);
+    return (await run(tool, ['-dc', f], { encoding: 'buffer', maxBuffer: 64 * MiB })).stdout;
   });
-  return Buffer.concat(parts);
 }
 
-const DIR = 0o040755;
-const FILE = 0o100644;
-const EXEC = 0o100755;
-const LINK = 0o120777;
-const CHR = 0o020600;
+const { dir: DIR, file: FILE, exec: EXEC, link: LINK, chr: CHR } = CPIO_MODE;
 
 /** The start of every /init: busybox applets, the kernel filesystems, the console, and how to fail. */
-const INIT_PROLOGUE = `#!/bin/sh
-/bin/busybox --install -s
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-exec </dev/console >/dev/console 2>&1
-echo
-fail() { echo "${CONSOLE.failed}$1"; poweroff -f; sleep 60; }
-`;
+const INIT_PROLOGUE = initPrologue(CONSOLE.failed);
 
 function initScript(modules: readonly string[]): string {
   const insmods = modules.map((m) => `insmod /lib/modules/${m}.ko || fail insmod-${m}`).join('\n');
@@ -208,7 +164,7 @@ export async function buildInitramfs(kernel: CloudKernel): Promise<Buffer> {
   for (const file of kernel.modules) {
     const name = file.split('/').at(-1)!.replace(/\.ko(\.(xz|zst|gz))?$/, '');
     names.push(name);
-    entries.push({ name: `lib/modules/${name}.ko`, mode: FILE, data: await moduleBytes(file) });
+    entries.push({ name: `lib/modules/${name}.ko`, mode: FILE, data: await readModule(file) });
   }
   entries.push({ name: 'init', mode: EXEC, data: Buffer.from(initScript(names)) });
   return gzipSync(cpioNewc(entries), { level: 6 });
@@ -369,7 +325,6 @@ export const NET_CONSOLE = {
   status: 'PRESTAGE-STATUS:',
 } as const;
 
-const moduleName = (file: string) => file.split('/').at(-1)!.replace(/\.ko(\.(xz|zst|gz))?$/, '');
 const STEP_NAME = /^[A-Za-z0-9_./-]+$/;
 
 /** Kernel parameters for the network initramfs's steps, done in command-line order after the disk is mounted. */
@@ -467,7 +422,7 @@ export async function buildNetInitramfs(kernel: CloudKernel): Promise<Buffer> {
   const names: string[] = [];
   for (const file of [...kernel.modules, ...(await findNetModules(kernel))]) {
     names.push(moduleName(file));
-    entries.push({ name: `lib/modules/${moduleName(file)}.ko`, mode: FILE, data: await moduleBytes(file) });
+    entries.push({ name: `lib/modules/${moduleName(file)}.ko`, mode: FILE, data: await readModule(file) });
   }
   entries.push({ name: 'init', mode: EXEC, data: Buffer.from(netInitScript(names)) });
   return gzipSync(cpioNewc(entries), { level: 6 });
