@@ -11,6 +11,7 @@ import {
   type Access,
   type Copy,
   type Exporter,
+  type Host,
   type Image,
   type Mapping,
   type ProvisionOutcome,
@@ -125,7 +126,8 @@ export class ProvisioningService {
     const spec = parseSourceSpec(sourceRaw);
     const source = formatSourceSpec(spec);
     const { store } = this.o;
-    if (!(await store.getHost(hostId))) throw new NotFoundError('host', hostId);
+    const host = await store.getHost(hostId);
+    if (!host) throw new NotFoundError('host', hostId);
 
     const mapped = await store.getMapping(hostId);
     if (mapped) return this.existing(mapped, source, started);
@@ -137,7 +139,7 @@ export class ProvisioningService {
 
     const image = await resolveSource(store, spec);
     if (!image) throw new NotFoundError('image', source);
-    await this.checkPerHostValues(hostId, image);
+    await this.checkPerHostValues(host, image);
     this.o.replenisher.recordDemand(source);
     if (image.state !== 'ready') throw new UnavailableError(`${image.name}@${image.version} is not available (its volume is ${image.state})`, { image: source });
 
@@ -154,11 +156,11 @@ export class ProvisioningService {
    * A host provisioned from a template must have a value for each per-host param without a
    * default: refused now, naming them, rather than a host whose documents cannot be served.
    */
-  private async checkPerHostValues(hostId: string, image: Image): Promise<void> {
+  private async checkPerHostValues(host: Host, image: Image): Promise<void> {
     if (image.kind !== 'template') return;
-    const { store } = this.o;
-    const [build, host] = await Promise.all([store.buildOfImage(image.id), store.getHost(hostId)]);
-    if (!build || !host) return;
+    const build = await this.o.store.buildOfImage(image.id);
+    if (!build) return;
+    const hostId = host.id;
     try {
       renderPerHost(build.spec, { id: host.id, values: host.vars });
     } catch (e) {

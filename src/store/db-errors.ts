@@ -53,22 +53,29 @@ export function translateDbError(e: unknown): unknown {
  * Methods that do not return promises (getters) pass through.
  */
 export function withDbErrors<T extends object>(store: T): T {
+  // One wrapper per method, made on first use: the provision path calls the store thousands of times a second.
+  const wrapped = new Map<PropertyKey, unknown>();
   return new Proxy(store, {
     get(target, prop, receiver) {
       const v: unknown = Reflect.get(target, prop, receiver);
       if (typeof v !== 'function') return v;
-      return function (this: unknown, ...args: unknown[]) {
-        try {
-          const r: unknown = (v as (...a: unknown[]) => unknown).apply(target, args);
-          return r instanceof Promise
-            ? r.catch((e: unknown) => {
-                throw translateDbError(e);
-              })
-            : r;
-        } catch (e) {
-          throw translateDbError(e);
-        }
-      };
+      let w = wrapped.get(prop);
+      if (w === undefined) {
+        w = (...args: unknown[]): unknown => {
+          try {
+            const r: unknown = (v as (...a: unknown[]) => unknown).apply(target, args);
+            return r instanceof Promise
+              ? r.catch((e: unknown) => {
+                  throw translateDbError(e);
+                })
+              : r;
+          } catch (e) {
+            throw translateDbError(e);
+          }
+        };
+        wrapped.set(prop, w);
+      }
+      return w;
     },
   });
 }
