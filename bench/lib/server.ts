@@ -1,4 +1,3 @@
-import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, open, rm } from 'node:fs/promises';
@@ -88,8 +87,8 @@ export async function startServer(o: ServerOptions): Promise<Server> {
     '--log-level', 'warn',
     '--copy-concurrency', String(o.copyConcurrency ?? 2),
     '--nbd-listen', `127.0.0.1:${nbdPort}`,
-    // Benchmarks import their generated images from the temp directory, on the server's disk.
-    '--import-dir', tmpdir(),
+    // Benchmarks import the images they generate under .bench-data/, on the server's disk.
+    '--import-dir', BENCH_DATA,
   ];
   const child = spawn(process.execPath, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | string>((r) => child.once('exit', (code, signal) => r(code ?? signal ?? '?')));
