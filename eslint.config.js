@@ -5,7 +5,7 @@ import importX from 'eslint-plugin-import-x';
 import globals from 'globals';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', '.bench-data/**', '.test-tmp/**'] },
+  { ignores: ['node_modules/**', 'dist/**', '.bench-data/**', '.test-tmp/**', 'test-artifacts/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -32,6 +32,11 @@ export default tseslint.config(
     // People-facing entry points and tools print to the terminal on purpose.
     files: ['src/cli/**', 'bench/**', 'scripts/**', 'bin/**', 'test/**'],
     rules: { 'no-console': 'off' },
+  },
+  {
+    // The dashboard runs in the browser (typed by web/tsconfig.json).
+    files: ['web/src/**'],
+    languageOptions: { globals: globals.browser },
   },
   {
     // node:test's describe/it return promises the runner awaits itself.

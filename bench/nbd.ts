@@ -1,5 +1,5 @@
 /**
- * Our NBD server against qemu-nbd, same file, same clients, same run, on loopback:
+ * Our NBD server against qemu-nbd, same device, same clients, same run, on loopback:
  *
  *   seq   `nbdcopy URI null:` reads the whole export (plaintext), timed from spawn to exit
  *   rand  fio's nbd engine: 4 KiB random reads at queue depth 16 for a fixed time (plaintext)
@@ -11,21 +11,29 @@
  * figure is the median of its rounds. The file is read once beforehand, so both serve it from the
  * page cache.
  *
+ * `--device rbd` serves an RBD copy instead of the file: a throwaway single-node Ceph cluster
+ * (bench/lib/rbd-copy.ts), the same random data imported as a sealed image, a clone of its
+ * snapshot made as prestage makes a copy; ours serves the clone through RbdDriver.openVolume,
+ * qemu-nbd through its rbd block driver (`--cache=none`: librbd's client cache off, as the RBD
+ * driver has it). Its figures and JSON keys are prefixed `rbd_`.
+ *
  * Progress goes to stderr; the summary to stdout, its last line one JSON object.
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cleanup, cleanupOnSignals, interrupted } from './lib/cleanup.js';
 import { log } from './lib/log.js';
 import { nowUs, summarizeProfile, type Window } from './lib/nbd-profile.js';
-import { requireTools, runClient, runOk, startDaemon, type Daemon } from './lib/nbd-procs.js';
-import { BENCH_DATA, REPO, freePort, workDir, writeRandomFile } from './lib/server.js';
+import { RAND_UNIT, SEQ_UNIT, randRead, requireQemuRbd, seqRead, startQemuNbd, type NbdEndpoint, type Sample, type Unit } from './lib/nbd-clients.js';
+import { requireTools, runOk, startDaemon, type Daemon } from './lib/nbd-procs.js';
+import { BENCH_DATA, REPO, workDir, writeRandomFile } from './lib/server.js';
+import { makeRbdCopy, type RbdCopy } from './lib/rbd-copy.js';
 import { percentile, round2 } from './lib/stats.js';
-import { UsageError } from './lib/usage.js';
+import { planFromArgs, UsageError } from './lib/usage.js';
 
 interface Plan {
   readonly mib: number;
@@ -37,6 +45,8 @@ const FULL: Plan = { mib: 1024, rounds: 3, fioSeconds: 10 };
 const QUICK: Plan = { mib: 256, rounds: 1, fioSeconds: 3 };
 const TESTS = ['seq', 'rand', 'tls'] as const;
 type Test = (typeof TESTS)[number];
+const DEVICES = ['file', 'rbd'] as const;
+type Device = (typeof DEVICES)[number];
 
 /** Ours / qemu-nbd, at least. */
 const TARGET: Readonly<Record<Test, number>> = { seq: 0.9, rand: 0.8, tls: 1 };
@@ -46,25 +56,24 @@ const IDENTITY = 'bench-host';
 const SIDES = ['ours', 'qemu-nbd'] as const;
 type Side = (typeof SIDES)[number];
 
-/** One server as a client reaches it. */
-interface Endpoint {
-  readonly uri: string;
+/** One server as a client reaches it: a process of this bench. */
+interface Endpoint extends NbdEndpoint {
   readonly daemon: Daemon;
   /** Where its CPU profiles go, when asked for (ours only). */
   readonly profileDir?: string;
 }
 
-/** A measured figure (MiB/s or IOPS), the work it did (GiB or I/Os) and the server CPU it took. */
-interface Sample {
-  readonly value: number;
-  readonly work: number;
-  readonly cpuMs: number | undefined;
+function endpoint(uri: string, daemon: Daemon, profileDir?: string): Endpoint {
+  return { name: daemon.name, uri, daemon, cpuMs: () => daemon.cpuMs(), ...(profileDir === undefined ? {} : { profileDir }) };
 }
 
 type Samples = Record<Test, Record<Side, Sample[]>>;
 
 interface Setup {
+  /** The random data: what is served with `--device file`, imported into Ceph with `rbd`. */
   readonly file: string;
+  /** Served instead of the file with `--device rbd`. */
+  readonly rbd: RbdCopy | undefined;
   readonly keyFile: string;
   readonly qemuPskDir: string;
   readonly pskLine: string;
@@ -75,25 +84,22 @@ async function startOurs(s: Setup, tls: 'psk' | 'off'): Promise<Endpoint> {
   // A directory per server: tsx's loader thread writes a profile of its own next to the main thread's.
   const profileDir = s.cpuProfDir === undefined ? undefined : join(s.cpuProfDir, `nbd-ours-${tls === 'psk' ? 'tls' : 'plain'}-${stamp()}`);
   const prof = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`];
-  const args = ['--import', 'tsx', ...prof, join(REPO, 'bench', 'lib', 'nbd-serve.ts'), '--file', s.file, '--name', EXPORT, '--tls', tls];
+  const what = s.rbd === undefined ? ['--file', s.file] : ['--volume', s.rbd.volume, '--ceph-conf', s.rbd.confPath, '--ceph-id', s.rbd.id, '--staging', s.rbd.stagingDir];
+  const args = ['--import', 'tsx', ...prof, join(REPO, 'bench', 'lib', 'nbd-serve.ts'), ...what, '--name', EXPORT, '--tls', tls];
   const env = { ...process.env, ...(tls === 'psk' ? { PRESTAGE_BENCH_PSK: s.pskLine } : {}) };
   const daemon = startDaemon(`ours ${tls === 'psk' ? 'TLS' : 'plain'}`, process.execPath, args, { env, cwd: REPO });
   const line = await daemon.waitForLine(/^\{"port":\d+\}$/, 30_000);
   const { port } = JSON.parse(line) as { port: number };
   log(`${daemon.name}: our server (pid ${daemon.pid}) on 127.0.0.1:${port}`);
-  return { uri: uri(port, tls, s.keyFile), daemon, ...(profileDir === undefined ? {} : { profileDir }) };
+  return endpoint(uri(port, tls, s.keyFile), daemon, profileDir);
 }
 
-async function startQemuNbd(s: Setup, tls: 'psk' | 'off'): Promise<Endpoint> {
-  const port = await freePort();
+async function startQemu(s: Setup, tls: 'psk' | 'off'): Promise<Endpoint> {
   const tlsArgs = tls === 'psk' ? ['--object', `tls-creds-psk,id=tls0,endpoint=server,dir=${s.qemuPskDir}`, '--tls-creds', 'tls0'] : [];
-  const args = ['-f', 'raw', '-b', '127.0.0.1', '-p', String(port), '-x', EXPORT, '-t', '-e', '16', ...tlsArgs, s.file];
-  const daemon = startDaemon(`qemu-nbd ${tls === 'psk' ? 'TLS' : 'plain'}`, 'qemu-nbd', args);
-  const ep = { uri: uri(port, tls, s.keyFile), daemon };
-  // A whole NBD handshake, not a bare TCP connect (which qemu-nbd logs as a failed negotiation).
-  await daemon.waitReady('serving', async () => (await runClient('nbdinfo', ['--size', ep.uri], 10_000)).status === 0, 30_000);
-  log(`${daemon.name}: qemu-nbd (pid ${daemon.pid}) on 127.0.0.1:${port}`);
-  return ep;
+  // librbd's client cache off, as the RBD driver runs it (qemu turns it on unless cache=none).
+  const image = s.rbd === undefined ? [s.file] : ['--cache=none', s.rbd.qemuSpec];
+  const q = await startQemuNbd(`qemu-nbd ${tls === 'psk' ? 'TLS' : 'plain'}`, { exportName: EXPORT, image, extraArgs: tlsArgs, uri: (port) => uri(port, tls, s.keyFile) });
+  return endpoint(q.uri, q.daemon);
 }
 
 /** 20260125-231400: sorts by time, names this run's files. */
@@ -105,43 +111,11 @@ function uri(port: number, tls: 'psk' | 'off', keyFile: string): string {
   return tls === 'psk' ? `nbds://${IDENTITY}@127.0.0.1:${port}/${EXPORT}?tls-psk-file=${keyFile}` : `nbd://127.0.0.1:${port}/${EXPORT}`;
 }
 
-function cpuSince(ep: Endpoint, before: number | undefined): number | undefined {
-  const after = ep.daemon.cpuMs();
-  return before === undefined || after === undefined ? undefined : after - before;
-}
-
-/** `nbdcopy URI null:`, from spawn to exit. */
-async function seqRead(ep: Endpoint, mib: number): Promise<Sample> {
-  const cpu0 = ep.daemon.cpuMs();
-  const r = await runOk('nbdcopy', [ep.uri, 'null:'], 600_000);
-  return { value: mib / (r.ms / 1000), work: mib / 1024, cpuMs: cpuSince(ep, cpu0) };
-}
-
-interface FioJob {
-  readonly error: number;
-  readonly read: { readonly iops: number; readonly total_ios: number };
-}
-
-/** fio's nbd engine, 4 KiB random reads at queue depth 16 for `seconds`. */
-async function randRead(ep: Endpoint, seconds: number, outFile: string): Promise<Sample> {
-  const cpu0 = ep.daemon.cpuMs();
-  const args = ['--name=rand4k', '--ioengine=nbd', `--uri=${ep.uri}`, '--rw=randread', '--bs=4k', '--iodepth=16', `--runtime=${seconds}`, '--time_based'];
-  await runOk('fio', [...args, '--output-format=json', `--output=${outFile}`], (seconds + 120) * 1000);
-  const cpuMs = cpuSince(ep, cpu0);
-  const job = (JSON.parse(await readFile(outFile, 'utf8')) as { jobs: FioJob[] }).jobs[0];
-  if (job === undefined || job.error !== 0 || !(job.read.total_ios > 0)) throw new Error(`fio against ${ep.daemon.name} did no reads: ${JSON.stringify(job)}`);
-  return { value: job.read.iops, work: job.read.total_ios, cpuMs };
-}
-
 const median = (xs: readonly number[]) => percentile(xs, 0.5);
 
-const UNITS: Readonly<Record<Test, { what: string; unit: string; cpu: (ms: number) => string }>> = {
-  seq: { what: 'seq read (nbdcopy)', unit: 'MiB/s', cpu: (msPerGiB) => `${(msPerGiB / 1000).toFixed(2)} CPU-s/GiB` },
-  rand: { what: 'rand 4k qd16 (fio)', unit: 'IOPS', cpu: (msPerIo) => `${(msPerIo * 1000).toFixed(1)} CPU-µs/IO` },
-  tls: { what: 'seq read, TLS-PSK', unit: 'MiB/s', cpu: (msPerGiB) => `${(msPerGiB / 1000).toFixed(2)} CPU-s/GiB` },
-};
+const UNITS: Readonly<Record<Test, Unit>> = { seq: SEQ_UNIT, rand: RAND_UNIT, tls: { ...SEQ_UNIT, what: 'seq read, TLS-PSK' } };
 
-function report(tests: ReadonlySet<Test>, samples: Samples, title: string): void {
+function report(tests: ReadonlySet<Test>, samples: Samples, title: string, device: Device): void {
   const figure = (t: Test, side: Side) => (tests.has(t) ? median(samples[t][side].map((s) => s.value)) : undefined);
   const ratio = (t: Test) => {
     const [ours, qemu] = [figure(t, 'ours'), figure(t, 'qemu-nbd')];
@@ -167,19 +141,19 @@ function report(tests: ReadonlySet<Test>, samples: Samples, title: string): void
     }
   }
   const fig = (t: Test, side: Side) => round2(figure(t, side));
-  console.log(
-    JSON.stringify({
-      seq_mib_s: fig('seq', 'ours'),
-      qemu_nbd_seq_mib_s: fig('seq', 'qemu-nbd'),
-      seq_ratio: ratio('seq') ?? null,
-      rand4k_iops: fig('rand', 'ours'),
-      qemu_nbd_rand4k_iops: fig('rand', 'qemu-nbd'),
-      rand_ratio: ratio('rand') ?? null,
-      tls_seq_mib_s: fig('tls', 'ours'),
-      qemu_nbd_tls_seq_mib_s: fig('tls', 'qemu-nbd'),
-      tls_seq_ratio: ratio('tls') ?? null,
-    }),
-  );
+  const figures = {
+    seq_mib_s: fig('seq', 'ours'),
+    qemu_nbd_seq_mib_s: fig('seq', 'qemu-nbd'),
+    seq_ratio: ratio('seq') ?? null,
+    rand4k_iops: fig('rand', 'ours'),
+    qemu_nbd_rand4k_iops: fig('rand', 'qemu-nbd'),
+    rand_ratio: ratio('rand') ?? null,
+    tls_seq_mib_s: fig('tls', 'ours'),
+    qemu_nbd_tls_seq_mib_s: fig('tls', 'qemu-nbd'),
+    tls_seq_ratio: ratio('tls') ?? null,
+  };
+  const prefix = device === 'file' ? '' : `${device}_`;
+  console.log(JSON.stringify(Object.fromEntries(Object.entries(figures).map(([k, v]) => [`${prefix}${k}`, v]))));
 }
 
 /** Reads the file once, so every server serves it from the page cache. */
@@ -193,21 +167,21 @@ export async function run(argv: string[]): Promise<void> {
     options: {
       quick: { type: 'boolean', default: false },
       tests: { type: 'string', default: TESTS.join(',') },
+      device: { type: 'string', default: 'file' },
       rounds: { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
     },
     strict: true,
   });
-  const base = values.quick ? QUICK : FULL;
-  const rounds = values.rounds === undefined ? base.rounds : Number(values.rounds);
-  if (!Number.isInteger(rounds) || rounds < 1) throw new UsageError(`--rounds: a whole number ≥ 1, not '${values.rounds}'`);
-  const plan: Plan = { ...base, rounds };
+  const plan: Plan = planFromArgs(values.quick, values.rounds, { quick: QUICK, full: FULL });
   const tests = new Set<Test>();
   for (const t of values.tests.split(',').map((s) => s.trim())) {
     if (!(TESTS as readonly string[]).includes(t)) throw new UsageError(`--tests: unknown test '${t}' (use ${TESTS.join(', ')})`);
     tests.add(t as Test);
   }
   const plain = tests.has('seq') || tests.has('rand');
+  if (!(DEVICES as readonly string[]).includes(values.device)) throw new UsageError(`--device: '${values.device}' is not one of ${DEVICES.join(', ')}`);
+  const device = values.device as Device;
 
   cleanupOnSignals();
   const t0 = performance.now();
@@ -215,24 +189,29 @@ export async function run(argv: string[]): Promise<void> {
   const loadAtStart = loadavg()[0]!.toFixed(2);
   try {
     requireTools({ nbdcopy: 'libnbd-bin', nbdinfo: 'libnbd-bin', 'qemu-nbd': 'qemu-utils', ...(tests.has('rand') ? { fio: 'fio' } : {}) });
+    if (device === 'rbd') requireQemuRbd();
     const dir = await workDir('nbd');
     const cpuProfDir = values['cpu-prof'] ? join(BENCH_DATA, 'profiles') : undefined;
     if (cpuProfDir) await mkdir(cpuProfDir, { recursive: true });
 
     const key = randomBytes(32).toString('hex');
     const pskLine = `${IDENTITY}:${key}`;
-    const setup: Setup = { file: join(dir, 'disk.raw'), keyFile: join(dir, 'keys.psk'), qemuPskDir: join(dir, 'qemu-psk'), pskLine, cpuProfDir };
-    await writeFile(setup.keyFile, `${pskLine}\n`, { mode: 0o600 });
-    await mkdir(setup.qemuPskDir);
-    await writeFile(join(setup.qemuPskDir, 'keys.psk'), `${pskLine}\n`, { mode: 0o600 });
+    const file = join(dir, 'disk.raw');
+    const keyFile = join(dir, 'keys.psk');
+    const qemuPskDir = join(dir, 'qemu-psk');
+    await writeFile(keyFile, `${pskLine}\n`, { mode: 0o600 });
+    await mkdir(qemuPskDir);
+    await writeFile(join(qemuPskDir, 'keys.psk'), `${pskLine}\n`, { mode: 0o600 });
     const tw = performance.now();
-    await writeRandomFile(setup.file, plan.mib);
-    await readThrough(setup.file);
+    await writeRandomFile(file, plan.mib);
+    await readThrough(file);
     log(`${plan.mib} MiB of random data written and read back in ${((performance.now() - tw) / 1000).toFixed(1)} s`);
+    const rbd = device === 'rbd' ? await makeRbdCopy(file, dir) : undefined;
+    const setup: Setup = { file, rbd, keyFile, qemuPskDir, pskLine, cpuProfDir };
 
     const endpoints: Record<'plain' | 'tls', Partial<Record<Side, Endpoint>>> = { plain: {}, tls: {} };
-    if (plain) endpoints.plain = { ours: await startOurs(setup, 'off'), 'qemu-nbd': await startQemuNbd(setup, 'off') };
-    if (tests.has('tls')) endpoints.tls = { ours: await startOurs(setup, 'psk'), 'qemu-nbd': await startQemuNbd(setup, 'psk') };
+    if (plain) endpoints.plain = { ours: await startOurs(setup, 'off'), 'qemu-nbd': await startQemu(setup, 'off') };
+    if (tests.has('tls')) endpoints.tls = { ours: await startOurs(setup, 'psk'), 'qemu-nbd': await startQemu(setup, 'psk') };
     const at = (mode: 'plain' | 'tls', side: Side): Endpoint => endpoints[mode][side]!;
 
     // Warm-up, not measured: every server reads the file once (and JIT-compiles its read path),
@@ -286,7 +265,8 @@ export async function run(argv: string[]): Promise<void> {
     const minutes = ((performance.now() - t0) / 60_000).toFixed(1);
     const machine = `${availableParallelism()} CPUs, load average ${loadAtStart} before, ${loadavg()[0]!.toFixed(2)} after`;
     const fio = tests.has('rand') ? `, fio ${plan.fioSeconds} s` : '';
-    report(tests, samples, `nbd benchmark: ${plan.mib} MiB file, ${plan.rounds} round${plan.rounds > 1 ? 's' : ''} interleaved${fio}${values.quick ? ' (--quick)' : ''}, ${minutes} min; ${machine}`);
+    const served = device === 'rbd' ? 'RBD clone (single-node Ceph)' : 'file';
+    report(tests, samples, `nbd benchmark: ${plan.mib} MiB ${served}, ${plan.rounds} round${plan.rounds > 1 ? 's' : ''} interleaved${fio}${values.quick ? ' (--quick)' : ''}, ${minutes} min; ${machine}`, device);
   } catch (e) {
     // After a signal, clients fail because their servers are stopping: no news, the handler exits.
     if (!interrupted()) {

@@ -5,27 +5,22 @@
  *   warm   N provisions of a small and a large image, each with a spare ready
  *   cold   provisions of the large image with its pool emptied (an on-demand copy each)
  *   burst  many provisions of the small image from concurrent clients, pool filled beforehand
+ *          (each client a raw keep-alive HTTP/1.1 socket, see RawClient; `--client node` for node:http)
  *
  * Progress goes to stderr; the summary to stdout, its last line one JSON object.
  */
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { mkdir, rm } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 import { cleanup, cleanupOnSignals, interrupted } from './lib/cleanup.js';
-import { errorMessage, type Api, type Reply } from './lib/http.js';
-import { log, sleep } from './lib/log.js';
+import type { Api, Reply } from './lib/http.js';
+import { log } from './lib/log.js';
+import { addHosts, getPool, provision, release, waitNoCopies, waitPool, warmPhase, type Measured, type Requester, type Size } from './lib/provisioning.js';
 import { BENCH_DATA, startServer, workDir, writeRandomFile, type Server } from './lib/server.js';
 import { describe, percentile, round2 } from './lib/stats.js';
 import { UsageError } from './lib/usage.js';
-
-interface Size {
-  /** Used in image names and the JSON keys of the full run. */
-  readonly label: string;
-  readonly mib: number;
-  /** Pool min/max during the warm phase, and so the batch measured between refills. */
-  readonly pool: number;
-}
 
 interface Plan {
   readonly small: Size;
@@ -43,59 +38,6 @@ type Phase = (typeof PHASES)[number];
 
 const TARGET = { warmP99Ms: 10, sizeRatio: 1.5, coldWarmRatio: 100, burstPerS: 2000 };
 
-interface PoolView {
-  readonly ready: number;
-  readonly making: number;
-  readonly mapped: number;
-}
-
-interface Provision {
-  readonly outcome: string;
-  readonly copyId: string;
-  /** The server's own time for it, without HTTP. */
-  readonly waitMs: number;
-}
-
-/** Outcome of one timed provision: its latency (and the server's own part) when it met the expectation, else why not. */
-type Timed = { ok: true; ms: number; serverMs: number } | { ok: false; ms: number; why: string };
-
-async function provision(api: Api, host: string, source: string, expect: 'warm' | 'cold'): Promise<{ timed: Timed; mapped: boolean }> {
-  const r: Reply<Provision> = await api.request<Provision>('POST', `/v1/hosts/${host}/provision`, { source });
-  if (r.status !== 200) return { timed: { ok: false, ms: r.ms, why: `HTTP ${r.status} ${errorMessage(r)}` }, mapped: false };
-  if (r.body.outcome !== expect) return { timed: { ok: false, ms: r.ms, why: `outcome '${r.body.outcome}', expected '${expect}'` }, mapped: true };
-  return { timed: { ok: true, ms: r.ms, serverMs: r.body.waitMs }, mapped: true };
-}
-
-const release = (api: Api, host: string) => api.call('POST', `/v1/hosts/${host}/release`);
-
-async function addHosts(api: Api, prefix: string, n: number): Promise<string[]> {
-  const ids = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
-  for (let i = 0; i < ids.length; i += 50) await Promise.all(ids.slice(i, i + 50).map((id) => api.call('POST', '/v1/hosts', { id })));
-  return ids;
-}
-
-const getPool = (api: Api, source: string) => api.call<PoolView>('GET', `/v1/pools/${source}`);
-
-/** Polls the pool until `done` holds; a progress line every `reportMs` when asked. */
-async function waitPool(api: Api, source: string, done: (p: PoolView) => boolean, reportMs?: number): Promise<number> {
-  const t0 = performance.now();
-  let lastReport = t0;
-  for (;;) {
-    const p = await getPool(api, source);
-    if (done(p)) return performance.now() - t0;
-    if (reportMs !== undefined && performance.now() - lastReport >= reportMs) {
-      lastReport = performance.now();
-      log(`  pool ${source}: ${p.ready} ready, ${p.making} making, ${p.mapped} mapped (${((lastReport - t0) / 1000).toFixed(0)} s)`);
-    }
-    await sleep(100);
-  }
-}
-
-/** Until no copy is being made anywhere (on demand or for a pool). */
-async function waitNoCopies(api: Api): Promise<void> {
-  while ((await api.call<unknown[]>('GET', '/v1/copies?state=making')).length > 0) await sleep(100);
-}
-
 async function importImage(api: Api, dir: string, size: Size): Promise<string> {
   const name = `bench-${size.label}`;
   const file = join(dir, `${name}.raw`);
@@ -106,37 +48,6 @@ async function importImage(api: Api, dir: string, size: Size): Promise<string> {
   log(`image ${name}: ${size.mib} MiB written in ${((t1 - t0) / 1000).toFixed(1)} s, imported in ${((performance.now() - t1) / 1000).toFixed(1)} s`);
   await rm(file);
   return name;
-}
-
-/** `n` warm provisions in batches of the pool's size, each batch started with the pool full. */
-async function warmPhase(api: Api, source: string, size: Size, n: number): Promise<Measured> {
-  await api.call('PUT', `/v1/pools/${source}`, { min: size.pool, max: size.pool });
-  const hosts = await addHosts(api, `warm-${size.label}`, size.pool);
-  const samples: number[] = [];
-  const serverMs: number[] = [];
-  const failures: string[] = [];
-  for (let done = 0, batchNo = 1; done < n; batchNo++) {
-    const batch = Math.min(size.pool, n - done);
-    const waited = await waitPool(api, source, (p) => p.ready >= batch, 30_000);
-    const mapped: string[] = [];
-    const batchMs: number[] = [];
-    for (const host of hosts.slice(0, batch)) {
-      const r = await provision(api, host, source, 'warm');
-      if (r.mapped) mapped.push(host);
-      if (r.timed.ok) {
-        samples.push(r.timed.ms);
-        batchMs.push(r.timed.ms);
-        serverMs.push(r.timed.serverMs);
-      } else {
-        failures.push(`${host}: ${r.timed.why}`);
-      }
-    }
-    for (const host of mapped) await release(api, host);
-    done += batch;
-    log(`warm ${size.label} batch ${batchNo}: ${describe(batchMs)} after ${(waited / 1000).toFixed(1)} s of refill; ${done}/${n}`);
-  }
-  log(`warm ${size.label}: server's own time (waitMs): ${describe(serverMs)}`);
-  return { samples, failures };
 }
 
 /** Pool min 0, its spares used up (provisioned and released), then `n` cold provisions. */
@@ -167,8 +78,100 @@ async function coldPhase(api: Api, source: string, size: Size, n: number): Promi
   return { samples, failures };
 }
 
+/**
+ * The burst's client: HTTP/1.1 over a keep-alive socket of its own, one request at a time, with
+ * the request written and the reply read by hand. Node's HTTP client cost the bench about as much
+ * CPU per request as the server's own work on a provision (measured here: 0.1-0.3 ms), taken
+ * from the same two CPUs the server runs on; this one costs a fraction of that. The server sees
+ * the same requests on the same kind of connection, and a reply is timed as `Api.request` times
+ * it: from sending the request to the last byte of the reply.
+ */
+class RawClient {
+  private buffered: Buffer = Buffer.alloc(0);
+  private waiting: { resolve: (r: { status: number; body: Buffer }) => void; reject: (e: Error) => void } | undefined;
+  private failed: Error | undefined;
+
+  private constructor(
+    private readonly socket: Socket,
+    private readonly headers: string,
+  ) {
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => {
+      this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+      this.parse();
+    });
+    const fail = (e: Error) => {
+      this.failed ??= e;
+      this.waiting?.reject(e);
+      this.waiting = undefined;
+    };
+    socket.on('error', fail);
+    socket.on('close', () => fail(new Error('the server closed the connection')));
+  }
+
+  static open(api: Api): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ host: api.host, port: api.port }, () => {
+        socket.off('error', reject);
+        const auth = api.token === undefined ? '' : `authorization: Bearer ${api.token}\r\n`;
+        resolve(new RawClient(socket, `host: ${api.host}:${api.port}\r\n${auth}connection: keep-alive\r\n`));
+      });
+      socket.once('error', reject);
+    });
+  }
+
+  readonly request: Requester = <T>(method: string, path: string, body?: unknown): Promise<Reply<T>> => {
+    if (this.failed) return Promise.reject(this.failed);
+    if (this.waiting) return Promise.reject(new Error('one request at a time on a RawClient'));
+    const payload = body === undefined ? '' : JSON.stringify(body);
+    const head = `${method} ${path} HTTP/1.1\r\n${this.headers}${payload === '' ? '' : `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\n`}\r\n`;
+    const t0 = performance.now();
+    return new Promise<Reply<T>>((resolve, reject) => {
+      this.waiting = {
+        resolve: ({ status, body: raw }) => {
+          const ms = performance.now() - t0;
+          const text = raw.toString('utf8');
+          let parsed: unknown = text;
+          try {
+            parsed = text === '' ? null : JSON.parse(text);
+          } catch {
+            // not JSON: keep the text
+          }
+          resolve({ status, body: parsed as T, ms });
+        },
+        reject,
+      };
+      this.socket.write(head + payload);
+    });
+  };
+
+  /** A whole reply in the buffer (status line, headers, a body of content-length bytes) goes to the request waiting. */
+  private parse(): void {
+    const end = this.buffered.indexOf('\r\n\r\n');
+    if (end < 0 || !this.waiting) return;
+    const head = this.buffered.toString('latin1', 0, end);
+    const status = Number(head.slice(9, 12));
+    const length = /\r\ncontent-length: *(\d+)/i.exec(head);
+    if (!length || /\r\ntransfer-encoding:/i.test(head)) {
+      this.socket.destroy(new Error(`a reply without a content-length: ${head.split('\r\n')[0]}`));
+      return;
+    }
+    const total = end + 4 + Number(length[1]);
+    if (this.buffered.length < total) return;
+    const body = this.buffered.subarray(end + 4, total);
+    this.buffered = this.buffered.subarray(total);
+    const w = this.waiting;
+    this.waiting = undefined;
+    w.resolve({ status, body });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
 /** `total` provisions from `clients` concurrent clients, each looping over its own hosts. */
-async function burstPhase(server: Server, source: string, total: number, clients: number): Promise<NonNullable<Results['burst']>> {
+async function burstPhase(server: Server, source: string, total: number, clients: number, client: 'raw' | 'node'): Promise<NonNullable<Results['burst']>> {
   const { api } = server;
   const hosts = await addHosts(api, 'burst', total);
   const { ready } = await getPool(api, source);
@@ -178,7 +181,9 @@ async function burstPhase(server: Server, source: string, total: number, clients
   log(`burst: pool full after ${(fillMs / 1000).toFixed(0)} s`);
   await waitNoCopies(api);
   // Open every client's keep-alive connection first: the burst measures provisions, not TCP handshakes.
-  await Promise.all(Array.from({ length: clients }, () => api.call('GET', '/healthz')));
+  const raw = client === 'raw' ? await Promise.all(Array.from({ length: clients }, () => RawClient.open(api))) : [];
+  for (const r of raw) if ((await r.request('GET', '/healthz')).status !== 200) throw new Error('GET /healthz failed');
+  if (client === 'node') await Promise.all(Array.from({ length: clients }, () => api.call('GET', '/healthz')));
 
   const samples: number[] = [];
   const failures: string[] = [];
@@ -188,30 +193,27 @@ async function burstPhase(server: Server, source: string, total: number, clients
   await Promise.all(
     Array.from({ length: clients }, async (_, c) => {
       for (let i = c; i < total; i += clients) {
-        const r = await provision(api, hosts[i]!, source, 'warm');
+        const r = await provision(raw[c]?.request ?? api, hosts[i]!, source, 'warm');
         samples.push(r.timed.ms);
         if (!r.timed.ok) failures.push(`${hosts[i]}: ${r.timed.why}`);
       }
     }),
   );
   const wallMs = performance.now() - t0;
+  for (const r of raw) r.close();
   // Where the wall time went: a server main thread busy all along is CPU-bound; much less means
   // it waited (I/O, or CPUs taken by other processes).
   const cpu1 = server.cpuMs();
-  const client = process.cpuUsage(client0);
+  const clientCpu = process.cpuUsage(client0);
+  const clientKind = client;
   if (cpu0 && cpu1) {
     const main = cpu1.main - cpu0.main;
     log(
       `burst: server main thread CPU ${main} ms over ${wallMs.toFixed(0)} ms wall (${(main / total).toFixed(2)} ms per provision), ` +
-        `whole server ${cpu1.all - cpu0.all} ms, bench client ${((client.user + client.system) / 1000).toFixed(0)} ms`,
+        `whole server ${cpu1.all - cpu0.all} ms, bench client (${clientKind}) ${((clientCpu.user + clientCpu.system) / 1000).toFixed(0)} ms`,
     );
   }
   return { samples, failures, wallMs, perS: (total / wallMs) * 1000 };
-}
-
-interface Measured {
-  readonly samples: number[];
-  readonly failures: string[];
 }
 
 interface Results {
@@ -281,6 +283,8 @@ export async function run(argv: string[]): Promise<void> {
       quick: { type: 'boolean', default: false },
       phases: { type: 'string', default: PHASES.join(',') },
       'cpu-prof': { type: 'boolean', default: false },
+      // The burst's client: raw (see RawClient), or node (node:http, as the other phases use).
+      client: { type: 'string', default: 'raw' },
     },
     strict: true,
   });
@@ -288,6 +292,8 @@ export async function run(argv: string[]): Promise<void> {
   const phases = new Set(values.phases.split(',').map((s) => s.trim()));
   for (const p of phases) if (!(PHASES as readonly string[]).includes(p)) throw new UsageError(`--phases: unknown phase '${p}' (use ${PHASES.join(', ')})`);
   const has = (p: Phase) => phases.has(p);
+  const client = values.client;
+  if (client !== 'raw' && client !== 'node') throw new UsageError(`--client: '${client}' (use raw or node)`);
 
   cleanupOnSignals();
   const t0 = performance.now();
@@ -315,7 +321,7 @@ export async function run(argv: string[]): Promise<void> {
       log(`cold ${large.label}: ${describe(r.cold.samples)}`);
     }
     if (has('burst')) {
-      r.burst = await burstPhase(server, smallImage, plan.burst, plan.clients);
+      r.burst = await burstPhase(server, smallImage, plan.burst, plan.clients, client);
       log(`burst: ${plan.burst} provisions in ${r.burst.wallMs.toFixed(0)} ms = ${r.burst.perS.toFixed(0)}/s; ${describe(r.burst.samples)}; ${r.burst.failures.length} failures`);
     }
     await server.stop();

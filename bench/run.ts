@@ -15,12 +15,24 @@ const BENCHES: Readonly<Record<string, Bench>> = {
     load: () => import('./provision.js'),
   },
   nbd: {
-    summary: 'our NBD server against qemu-nbd: nbdcopy sequential reads (plain, TLS-PSK), fio 4 KiB random reads [--quick] [--tests seq,rand,tls] [--rounds N] [--cpu-prof]',
+    summary: 'our NBD server against qemu-nbd on a file or an RBD clone (single-node Ceph): nbdcopy sequential reads (plain, TLS-PSK), fio 4 KiB random reads [--device file|rbd] [--quick] [--tests seq,rand,tls] [--rounds N] [--cpu-prof]',
     load: () => import('./nbd.js'),
+  },
+  rbd: {
+    summary: 'prestage on single-node Ceph: time to make a spare (a clone vs a byte copy by the file driver), warm provisions through a real `prestage serve --driver rbd`, reads of a mapped copy against qemu-nbd on the same clone [--quick] [--rounds N]',
+    load: () => import('./rbd.js'),
   },
   template: {
     summary: 'template builds and a pool rollover on a new golden version under a stream of provisions, through a real `prestage serve` [--quick]',
     load: () => import('./template.js'),
+  },
+  scale: {
+    summary: 'warm provisions/s and p99 from 50 clients: SQLite 1 instance, PostgreSQL 1 and 3 instances; leader takeover after SIGKILL; double hand-outs [--quick] [--lease-ttl 5s] [--copy-concurrency 4] [--cpu-prof]',
+    load: () => import('./scale.js'),
+  },
+  iscsi: {
+    summary: 'a tgtd LUN (iscsi-perf) against our NBD server (fio nbd) on the same file: 64 KiB sequential and 4 KiB random reads at queue depth 16, interleaved; GET /v1/boot/ipxe time [--quick] [--rounds N]',
+    load: () => import('./iscsi.js'),
   },
   policy: {
     summary: 'pool policies on the Azure VM trace: predictive (99.9 % fill target) against static pools, simulated [--seed N]',

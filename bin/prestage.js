@@ -4,6 +4,10 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+// The server's file and librbd control calls (a clone's removal takes seconds) run on libuv's
+// thread pool, which must not be the 4 threads it starts with; it is sized once, at first use.
+if (process.argv[2] === 'serve') process.env.UV_THREADPOOL_SIZE ??= '16';
+
 const root = fileURLToPath(new URL('..', import.meta.url));
 const main = new URL('../dist/cli/main.js', import.meta.url);
 if (!existsSync(main)) {

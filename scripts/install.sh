@@ -8,14 +8,21 @@ APT_PACKAGES=(
   qemu-utils          # qemu-img: qcow2 → raw on import; NBD client checks
   nbdkit libnbd-bin python3-libnbd  # nbdinfo, nbdcopy, nbdsh: real NBD clients for the exporter's tests
   fio                               # npm run bench -- nbd: 4 KiB random reads through fio's nbd engine
+  tgt libiscsi-bin                  # the iSCSI exporter runs its own tgtd; iscsi-ls/-inq/-readcapacity16 test it
   e2fsprogs fdisk mtools xorriso    # image customization (templates)
   xfsprogs btrfs-progs              # reflink filesystems for tests (loop-mounted)
   util-linux coreutils              # mount, losetup, fallocate
   python3 make g++                  # native builds of npm addons (better-sqlite3)
   qemu-system-x86 linux-image-cloud-amd64 busybox-static  # test/e2e/boot.test.ts: a host really boots (tcg) from its NBD copy
   kmod                              # … modprobe --show-depends lists the virtio modules its initramfs loads
+  syslinux syslinux-common ipxe-qemu  # test/e2e/ipxe-boot.test.ts: a BIOS golden (syslinux, mbr.bin) network-booted by qemu's iPXE ROM over iSCSI
+  open-iscsi                        # … its initramfs logs in again from Linux with iscsistart (the iBFT iPXE leaves)
   curl                              # the README's template section fetches a host's documents
   postgresql                        # the tests run the store and services on PostgreSQL too (serve --db); npm start needs none
+  ceph-mon ceph-osd ceph-mgr ceph-common librbd1  # test/helpers/ceph.ts: a single-node Ceph cluster for the RBD driver's tests
+  qemu-block-extra                  # npm run bench -- nbd --device rbd: qemu-nbd serves rbd: images (block-rbd.so)
+  chromium                          # test/web/: the dashboard's browser tests (playwright-core drives Debian's build)
+  bash-completion zsh               # test/cli/completion.test.ts: the completion scripts `prestage completion` writes, loaded by both shells
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -73,9 +80,9 @@ else
   node -e "new (require('better-sqlite3'))(':memory:').close()" || { echo "install.sh: better-sqlite3's native module did not build" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
-# The CLI and the server run compiled JavaScript from dist/; built again only when a source
-# (or the build's own settings) changed since the last build.
-if [ -f dist/.built ] && [ -z "$(find src tsconfig.json tsconfig.build.json package.json -newer dist/.built -print -quit)" ]; then
+# The CLI and the server run compiled JavaScript from dist/, the dashboard its bundle in dist/web/;
+# built again only when a source (or the build's own settings) changed since the last build.
+if [ -f dist/.built ] && [ -f dist/web/index.html ] && [ -z "$(find src web tsconfig.json tsconfig.build.json package.json -newer dist/.built -print -quit)" ]; then
   echo "install.sh: dist/ is up to date" >&2
 else
   npm run build --silent

@@ -11,7 +11,7 @@ function walk(dir) {
   });
 }
 // --fast: the edit-test loop, without the QEMU boots and the kill-and-restart runs.
-const SLOW = ['test/e2e/boot.test.ts', 'test/e2e/template-boot.test.ts', 'test/e2e/crash.test.ts', 'test/e2e/readme.test.ts', 'test/package/pack.test.ts', 'test/cli/demo-image.test.ts'];
+const SLOW = ['test/e2e/boot.test.ts', 'test/e2e/rbd.test.ts', 'test/e2e/rbd-cluster.test.ts', 'test/e2e/rbd-crash.test.ts', 'test/e2e/template-boot.test.ts', 'test/e2e/crash.test.ts', 'test/e2e/crash-points.test.ts', 'test/e2e/ipxe-boot.test.ts', 'test/e2e/readme.test.ts', 'test/package/pack.test.ts', 'test/cli/demo-image.test.ts', 'test/web/dashboard.test.ts'];
 // --postgres: the service tests again with the state in PostgreSQL (test/helpers/app.ts).
 const POSTGRES = ['test/service/', 'test/pool/urgent-bounds.test.ts'];
 const args = process.argv.slice(2);

@@ -5,6 +5,8 @@ export interface Reply<T = unknown> {
   readonly body: T;
   /** From sending the request to the last byte of the reply. */
   readonly ms: number;
+  /** The reply's headers (absent on a Reply made by hand). */
+  readonly headers?: http.IncomingHttpHeaders;
 }
 
 /** A reply with an unexpected status. */
@@ -64,7 +66,7 @@ export class Api {
           } catch {
             // not JSON: keep the text
           }
-          resolve({ status: res.statusCode ?? 0, body: parsed as T, ms });
+          resolve({ status: res.statusCode ?? 0, body: parsed as T, ms, headers: res.headers });
         });
       });
       req.on('error', reject);
@@ -77,6 +79,23 @@ export class Api {
     const reply = await this.request<T>(method, path, body);
     if (reply.status < 200 || reply.status > 299) throw new ApiError(method, path, reply);
     return reply.body;
+  }
+
+  /**
+   * Every item of a paged list (`?limit=5000`, then the `Link: <…>; rel="next"` pages); throws
+   * ApiError on a non-2xx page.
+   */
+  async all<T>(path: string): Promise<T[]> {
+    const items: T[] = [];
+    let next: string | undefined = `${path}${path.includes('?') ? '&' : '?'}limit=5000`;
+    while (next !== undefined) {
+      const reply: Reply<T[]> = await this.request<T[]>('GET', next);
+      if (reply.status < 200 || reply.status > 299) throw new ApiError('GET', next, reply);
+      items.push(...reply.body);
+      const link = reply.headers?.link;
+      next = typeof link === 'string' ? /<([^>]+)>;\s*rel="next"/.exec(link)?.[1] : undefined;
+    }
+    return items;
   }
 
   close(): void {

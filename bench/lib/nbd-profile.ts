@@ -1,6 +1,7 @@
 /**
  * Where a V8 CPU profile (`node --cpu-prof`) spent its time, readable without DevTools: self time
- * per function, per file, and per nearest frame of our own code (`src/`), idle time left out.
+ * per function, per file, and per nearest frame of our own code (`src/`, or `dist/` for a server
+ * run from the build), idle time left out.
  * Only the samples inside the given time windows count, so one profile of a server that ran
  * several tests can be read per test.
  *
@@ -37,6 +38,9 @@ function place(url: string, root: string): string {
   return rel.replace(/^.*node_modules\//, 'node_modules/');
 }
 
+/** Our own code: the sources (run through tsx) or their build (a `prestage serve` runs dist/). */
+const isOurs = (where: string) => where.startsWith('src/') || where.startsWith('dist/');
+
 /**
  * Lines describing the `top` functions and files by self time, as shares of the busy time in the
  * windows (all of the profile when none are given).
@@ -66,7 +70,7 @@ export async function summarizeProfile(path: string, root: string, windows?: rea
   const ours = (id: number): string | undefined => {
     for (let n: number | undefined = id; n !== undefined; n = parent.get(n)) {
       const frame = byId.get(n)?.callFrame;
-      if (frame && place(frame.url, root).startsWith('src/')) return label(frame);
+      if (frame && isOurs(place(frame.url, root))) return label(frame);
     }
     return undefined;
   };
@@ -90,7 +94,7 @@ export async function summarizeProfile(path: string, root: string, windows?: rea
     const caller = frame.url === '' && parent.has(id) ? byId.get(parent.get(id)!)?.callFrame : undefined;
     add(fns, caller && caller.functionName !== '(root)' ? `${label(frame)} ← ${label(caller)}` : label(frame), us);
     add(files, place(frame.url, root) || frame.functionName, us);
-    add(under, ours(id) ?? '(not under src/)', us);
+    add(under, ours(id) ?? '(not under src/ or dist/)', us);
   }
   const pct = (us: number) => `${((100 * us) / Math.max(busy, 1)).toFixed(1).padStart(5)} %`;
   const ranked = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).slice(0, top);
@@ -99,7 +103,7 @@ export async function summarizeProfile(path: string, root: string, windows?: rea
     ...ranked(fns).map(([fn, us]) => `  ${pct(us)}  ${fn}`),
     'self time by file:',
     ...ranked(files).map(([file, us]) => `  ${pct(us)}  ${file}`),
-    'time under the nearest function of src/:',
+    'time under the nearest function of src/ (or dist/):',
     ...ranked(under).map(([fn, us]) => `  ${pct(us)}  ${fn}`),
   ];
 }

@@ -52,14 +52,27 @@ export interface ServerOptions {
   /** Write a V8 CPU profile of the server into this directory when it stops. */
   readonly cpuProfDir?: string;
   readonly maxSockets?: number;
+  /** PostgreSQL state instead of SQLite: `--db URL --db-schema SCHEMA`. */
+  readonly db?: { readonly url: string; readonly schema: string };
+  /** `--instance-name`: this instance's name among those sharing a --db state. */
+  readonly instanceName?: string;
+  /** `--lease-ttl`, e.g. '5s'. */
+  readonly leaseTtl?: string;
+  /** More `prestage serve` arguments, after the others. */
+  readonly extraArgs?: readonly string[];
 }
 
 export interface Server {
   readonly api: Api;
   readonly pid: number;
+  readonly port: number;
+  /** The --instance-name it was given, else 'server'. */
+  readonly name: string;
   /** CPU time used so far (user + system) by the server's main thread and by the whole process; undefined off Linux. */
   cpuMs(): { main: number; all: number } | undefined;
   stop(): Promise<void>;
+  /** Sends `signal` (e.g. SIGKILL) and waits until the process is gone; its exit is no news. */
+  kill(signal: NodeJS.Signals): Promise<void>;
 }
 
 /** utime + stime of a /proc stat file, in ms (clock ticks of 10 ms). */
@@ -89,16 +102,21 @@ export async function startServer(o: ServerOptions): Promise<Server> {
     '--nbd-listen', `127.0.0.1:${nbdPort}`,
     // Benchmarks import the images they generate under .bench-data/, on the server's disk.
     '--import-dir', BENCH_DATA,
+    ...(o.db ? ['--db', o.db.url, '--db-schema', o.db.schema] : []),
+    ...(o.instanceName !== undefined ? ['--instance-name', o.instanceName] : []),
+    ...(o.leaseTtl !== undefined ? ['--lease-ttl', o.leaseTtl] : []),
+    ...(o.extraArgs ?? []),
   ];
+  const name = o.instanceName ?? 'server';
   const child = spawn(process.execPath, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | string>((r) => child.once('exit', (code, signal) => r(code ?? signal ?? '?')));
   let exitStatus: number | string | undefined;
   let stopping = false;
   void exited.then((s) => {
     exitStatus = s;
-    if (!stopping) log(`prestage serve exited unexpectedly with ${s}`);
+    if (!stopping) log(`prestage serve ${name} exited unexpectedly with ${s}`);
   });
-  const tail = followOutput(child, 'server');
+  const tail = followOutput(child, name);
 
   const api = new Api('127.0.0.1', port, o.maxSockets);
   const stop = async () => {
@@ -111,7 +129,14 @@ export async function startServer(o: ServerOptions): Promise<Server> {
     clearTimeout(timer);
     if (status !== 0) log(`server exited with ${status}`);
   };
-  onCleanup('stop the server', stop);
+  onCleanup(`stop the server ${name}`, stop);
+  const kill = async (signal: NodeJS.Signals) => {
+    api.close();
+    if (exitStatus !== undefined) return;
+    stopping = true;
+    child.kill(signal);
+    await exited;
+  };
 
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -125,7 +150,7 @@ export async function startServer(o: ServerOptions): Promise<Server> {
     await sleep(100);
   }
   api.token = readFileSync(join(o.dataDir, 'admin.token'), 'utf8').trim();
-  log(`prestage serve (pid ${child.pid}) on 127.0.0.1:${port}, data ${o.dataDir}`);
+  log(`prestage serve${o.instanceName !== undefined ? ` ${name}` : ''} (pid ${child.pid}) on 127.0.0.1:${port}, data ${o.dataDir}${o.db ? `, PostgreSQL schema ${o.db.schema}` : ''}`);
   const pid = child.pid!;
   const cpuMs = () => {
     try {
@@ -134,5 +159,5 @@ export async function startServer(o: ServerOptions): Promise<Server> {
       return undefined;
     }
   };
-  return { api, pid, cpuMs, stop };
+  return { api, pid, port, name, cpuMs, stop, kill };
 }

@@ -13,9 +13,10 @@ import { ForbiddenError, UnauthorizedError, type ApiRole, type ApiToken } from '
  * - `operate`: admin, operator
  * - `admin`: admin only
  * - `host-read` / `host-operate`: as `read` / `operate`, and also the `host` token of the host named by `:id`
+ * - `metrics`: as `read`, and also the scrape-only `metrics` role, which may use nothing else
  */
-export type Access = 'public' | 'read' | 'operate' | 'admin' | 'host-read' | 'host-operate';
-export const ACCESS_LEVELS: readonly Access[] = ['public', 'read', 'operate', 'admin', 'host-read', 'host-operate'];
+export type Access = 'public' | 'read' | 'operate' | 'admin' | 'host-read' | 'host-operate' | 'metrics';
+export const ACCESS_LEVELS: readonly Access[] = ['public', 'read', 'operate', 'admin', 'host-read', 'host-operate', 'metrics'];
 
 const ALLOWED: Readonly<Record<Exclude<Access, 'public'>, readonly ApiRole[]>> = {
   read: ['admin', 'operator', 'reader'],
@@ -23,6 +24,7 @@ const ALLOWED: Readonly<Record<Exclude<Access, 'public'>, readonly ApiRole[]>> =
   admin: ['admin'],
   'host-read': ['admin', 'operator', 'reader', 'host'],
   'host-operate': ['admin', 'operator', 'host'],
+  metrics: ['admin', 'operator', 'reader', 'metrics'],
 };
 
 declare module 'fastify' {
@@ -48,9 +50,9 @@ export function allows(access: Access, token: ApiToken, hostParam: string | unde
   return token.role !== 'host' || (hostParam !== undefined && hostParam === token.hostId);
 }
 
-/** Whether the caller may see secrets (keys, host values, seed user-data): not a reader. */
+/** Whether the caller may see secrets (keys, host values, seed user-data): not a reader (nor a scraper). */
 export function seesSecrets(req: FastifyRequest): boolean {
-  return req.caller !== undefined && req.caller.role !== 'reader';
+  return req.caller !== undefined && req.caller.role !== 'reader' && req.caller.role !== 'metrics';
 }
 
 function bearer(header: string | undefined): string | undefined {

@@ -22,25 +22,34 @@ export function errorBody(code: ErrorCode, message: string, details?: Record<str
   return { error: { code, message, ...(details && Object.keys(details).length > 0 && { details }) } };
 }
 
-export function installErrorHandling(app: FastifyInstance): void {
+/** `answered` is told the code of every error answer (the metrics count them). */
+export function installErrorHandling(app: FastifyInstance, answered: (code: ErrorCode) => void = () => undefined): void {
   app.setErrorHandler((err: FastifyError, req, reply) => {
     if (isPrestageError(err)) {
+      answered(err.code);
       if (err.code === 'PRESTAGE_UNAUTHORIZED' && !reply.hasHeader('www-authenticate')) void reply.header('www-authenticate', 'Bearer realm="prestage"');
       return reply.status(HTTP_STATUS[err.code]).send(errorBody(err.code, err.message, { ...err.details }));
     }
     if (err.validation) {
+      answered('PRESTAGE_INPUT');
       return reply.status(400).send(errorBody('PRESTAGE_INPUT', `invalid request: ${err.message}`));
     }
     if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+      answered('PRESTAGE_INPUT');
       return reply.status(err.statusCode).send(errorBody('PRESTAGE_INPUT', err.message));
     }
     if (errnoCode(err) === 'ENOSPC') {
+      answered('PRESTAGE_NO_SPACE');
       return reply.status(507).send(errorBody('PRESTAGE_NO_SPACE', 'no space left on the data volume'));
     }
     req.log.error({ err }, 'request failed');
+    answered('PRESTAGE_INTERNAL');
     return reply.status(500).send(errorBody('PRESTAGE_INTERNAL', `internal error: ${err.message}`));
   });
-  app.setNotFoundHandler((req, reply) => reply.status(404).send(errorBody('PRESTAGE_NOT_FOUND', `no route ${req.method} ${req.url}`)));
+  app.setNotFoundHandler((req, reply) => {
+    answered('PRESTAGE_NOT_FOUND');
+    return reply.status(404).send(errorBody('PRESTAGE_NOT_FOUND', `no route ${req.method} ${req.url}`));
+  });
 }
 
 /** What the framework refuses before any route runs (a bad percent-encoding in the path): a 400 of the catalogue. */

@@ -1,4 +1,15 @@
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import type { Access } from '../domain/index.js';
+
+/**
+ * A reference to a named schema (one with an `$id`, added to the API in server.ts), typed as
+ * the schema itself. Named schemas become `components.schemas.<$id>` in the OpenAPI document,
+ * and so the type names the CLI and the dashboard import (src/api/types.ts).
+ */
+export function ref<T extends TSchema>(schema: T) {
+  if (schema.$id === undefined) throw new Error('ref() needs a schema with an $id');
+  return Type.Unsafe<Static<T>>({ $ref: `${schema.$id}#` });
+}
 
 export const ErrorSchema = Type.Object(
   {
@@ -22,6 +33,7 @@ export const ImageSchema = Type.Object(
     sha256: Type.String(),
     sizeBytes: Type.Integer(),
     volume: Type.String(),
+    driver: Type.Union([Type.String(), Type.Null()], { description: 'where its volume and its copies live: file (the data directory) or rbd (Ceph); null when no configured driver stores it' }),
     state: Type.String(),
     createdAt: Type.String(),
     kind: Type.Union([Type.Literal('golden'), Type.Literal('template')]),
@@ -42,15 +54,28 @@ export const ShortageSchema = Type.Object(
 );
 
 /** What /healthz and /v1/status list as needing attention. */
-export const ProblemSchema = Type.Object({
-  kind: Type.Literal('space'),
-  source: Type.String({ description: 'the pool, or a source asked for on demand' }),
-  message: Type.String(),
-  neededBytes: Type.Integer(),
-  freeBytes: Type.Integer(),
-  marginBytes: Type.Integer(),
-  since: Type.String(),
-});
+export const ProblemSchema = Type.Object(
+  {
+    kind: Type.Literal('space'),
+    source: Type.String({ description: 'the pool, or a source asked for on demand' }),
+    message: Type.String(),
+    neededBytes: Type.Integer(),
+    freeBytes: Type.Integer(),
+    marginBytes: Type.Integer(),
+    since: Type.String(),
+  },
+  { $id: 'Problem' },
+);
+
+export const HealthSchema = Type.Object(
+  {
+    ok: Type.Boolean({ description: 'false while anything needs attention' }),
+    status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]),
+    replenisher: Type.String(),
+    problems: Type.Array(ref(ProblemSchema)),
+  },
+  { $id: 'Health' },
+);
 
 export const PolicyKind = Type.Union([Type.Literal('static'), Type.Literal('predictive'), Type.Literal('cost')], {
   description:
@@ -105,6 +130,9 @@ export const HostSchema = Type.Object(
     labels: Type.Record(Type.String(), Type.String()),
     vars: Type.Record(Type.String(), Type.String(), { description: "the host's values for templates' per-host data" }),
     createdAt: Type.String(),
+    iqn: Type.Union([Type.String(), Type.Null()], { description: 'its iSCSI initiator name (null: from before iSCSI, made on first use)' }),
+    boot: Type.Union([Type.String(), Type.Null()], { description: 'the source it boots when it has no copy' }),
+    exporter: Type.Union([Type.Literal('nbd'), Type.Literal('iscsi'), Type.Null()], { description: "the exporter that serves it; null: the server's" }),
     mapping: Type.Optional(
       Type.Union([Type.Null(), Type.Object({ copyId: Type.String(), source: Type.String(), imageId: Type.String(), createdAt: Type.String() })]),
     ),
@@ -112,10 +140,33 @@ export const HostSchema = Type.Object(
   { $id: 'Host' },
 );
 
-export const AccessSchema = Type.Union([
-  Type.Object({ kind: Type.Literal('path'), path: Type.String() }),
-  Type.Object({ kind: Type.Literal('nbd'), uri: Type.String(), exportName: Type.String() }),
-]);
+/** The schema of the domain's one definition of how a host reaches its copy (`Access`, src/domain/access.ts). */
+export const AccessSchema = Type.Union(
+  [
+    Type.Object({ kind: Type.Literal('path'), path: Type.String({ description: 'the copy as a file on the server (hosts that share its storage)' }) }),
+    Type.Object({
+      kind: Type.Literal('nbd'),
+      uri: Type.String({ description: 'nbd:// or nbds:// URI; with TLS-PSK the identity is the user part (the host id)' }),
+      exportName: Type.String(),
+    }),
+    Type.Object({
+      kind: Type.Literal('iscsi'),
+      portal: Type.String({ description: 'ADDRESS:PORT ([v6]:PORT) of the iSCSI portal' }),
+      target: Type.String({ description: "the host's target name (IQN)" }),
+      lun: Type.Integer({ description: 'the LUN of the copy (1: LUN 0 is the controller)' }),
+      initiator: Type.String({ description: 'the one initiator name the target lets in' }),
+      chapUser: Type.String({ description: 'the CHAP user the host logs in as' }),
+      mutualChapUser: Type.Optional(Type.String({ description: 'with mutual CHAP: the user the target proves itself as' })),
+    }),
+  ],
+  { description: 'how the host reaches its copy, by exporter' },
+);
+
+// Both ways assignable: the schema and the domain type stay the same type.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const accessSchemaIsTheDomainType: Same<Static<typeof AccessSchema>, Access> = true;
+void accessSchemaIsTheDomainType;
+
 
 export const ProvisionSchema = Type.Object(
   {
@@ -149,13 +200,16 @@ export const CopySchema = Type.Object(
   { $id: 'Copy' },
 );
 
-export const TaskSchema = Type.Object({
-  kind: Type.String(),
-  subject: Type.String(),
-  doneBytes: Type.Integer(),
-  totalBytes: Type.Integer(),
-  startedAt: Type.String(),
-});
+export const TaskSchema = Type.Object(
+  {
+    kind: Type.String({ description: 'import: a file on the server; upload: a request body; download: a URL the server fetches; build: a template' }),
+    subject: Type.String(),
+    doneBytes: Type.Integer(),
+    totalBytes: Type.Integer(),
+    startedAt: Type.String(),
+  },
+  { $id: 'Task' },
+);
 
 export const SourceParam = Type.Object({ source: Type.String({ minLength: 1, maxLength: 80 }) });
 export const HostParam = Type.Object({ id: Type.String({ minLength: 1, maxLength: 63 }) });
@@ -198,3 +252,116 @@ export const TemplateSchema = Type.Object(
   },
   { $id: 'Template' },
 );
+
+export const EventSchema = Type.Object(
+  {
+    seq: Type.Integer({ description: 'its place in the log: ascending, never reused (a rolled-back change can leave a number out)' }),
+    at: Type.String(),
+    type: Type.String({ description: 'what happened, e.g. host.provisioned, copy.ready' }),
+    subject: Type.String({ description: 'what it happened to: a host, copy, image, pool or template' }),
+    data: Type.Record(Type.String(), Type.Unknown()),
+  },
+  { $id: 'Event' },
+);
+
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+
+export const InstanceSchema = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    host: Type.String(),
+    pid: Type.Integer(),
+    version: Type.String(),
+    api: Nullable(Type.String()),
+    nbd: Nullable(Type.String()),
+    startedAt: Type.String(),
+    heartbeatAt: Type.String(),
+    stoppedAt: Nullable(Type.String()),
+    reapedAt: Nullable(Type.String()),
+    reapedBy: Nullable(Type.String()),
+    live: Type.Boolean({ description: 'heard of within the lease time (or known dead on this machine)' }),
+    self: Type.Boolean({ description: 'the instance answering this request' }),
+    pools: Type.Array(Type.String(), { description: 'pools whose lease it holds: it refills them' }),
+  },
+  { $id: 'Instance' },
+);
+
+export const StatusSchema = Type.Object(
+  {
+    version: Type.String(),
+    dataDir: Type.String(),
+    driver: Type.String({ description: 'the configured drivers, e.g. "file, rbd"' }),
+    exporter: Type.String(),
+    replenisher: Type.String(),
+    problems: Type.Array(ref(ProblemSchema), { description: 'what needs attention; empty when all is well' }),
+    images: Type.Integer(),
+    hosts: Type.Integer(),
+    mapped: Type.Integer({ description: 'hosts with a copy mapped' }),
+    waitingProvisions: Type.Integer({ description: 'provisions waiting for a copy on this instance' }),
+    copiesInFlight: Type.Array(
+      Type.Object({ copyId: Type.String(), imageId: Type.String(), pool: Nullable(Type.String()), doneBytes: Type.Integer(), totalBytes: Type.Integer() }),
+      { description: 'copies this instance is making' },
+    ),
+    pools: Type.Array(ref(PoolSchema)),
+    instances: Type.Array(
+      Type.Object({
+        id: Type.String(),
+        name: Type.String(),
+        live: Type.Boolean(),
+        self: Type.Boolean({ description: 'the instance answering this request' }),
+        heartbeatAt: Type.String(),
+        pools: Type.Array(Type.String(), { description: 'pools it leads (refills)' }),
+      }),
+      { description: 'the instances sharing the state (one with SQLite)' },
+    ),
+  },
+  { $id: 'Status' },
+);
+
+export const HostKeySchema = Type.Object({ hostId: Type.String(), identity: Type.String(), key: Type.String(), pskFileLine: Type.String() }, { $id: 'HostKey' });
+
+export const MetaCredentialSchema = Type.Object(
+  {
+    hostId: Type.String(),
+    user: Type.String({ description: 'HTTP Basic user: the host id' }),
+    secret: Type.String({ description: 'HTTP Basic password for /v1/meta/HOST/ only' }),
+  },
+  { $id: 'MetaCredential' },
+);
+
+export const RoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('operator'), Type.Literal('reader'), Type.Literal('host'), Type.Literal('metrics')]);
+
+const tokenFields = {
+  name: Type.String(),
+  role: RoleSchema,
+  hostId: Nullable(Type.String()),
+  createdAt: Type.String(),
+  expiresAt: Nullable(Type.String()),
+};
+
+export const TokenSchema = Type.Object(tokenFields, { $id: 'Token' });
+
+export const NewTokenSchema = Type.Object({ ...tokenFields, token: Type.String({ description: 'the secret: shown in this reply only' }) }, { $id: 'NewToken' });
+
+/** Every named schema, added to the API in this order (server.ts); each is a type of src/api/types.ts. */
+export const NAMED_SCHEMAS: readonly TSchema[] = [
+  ErrorSchema,
+  ImageSchema,
+  PoolSchema,
+  HostSchema,
+  ProvisionSchema,
+  CopySchema,
+  TemplateBuildSchema,
+  TemplateSchema,
+  ProblemSchema,
+  HealthSchema,
+  TaskSchema,
+  EventSchema,
+  InstanceSchema,
+  StatusSchema,
+  HostKeySchema,
+  MetaCredentialSchema,
+  TokenSchema,
+  NewTokenSchema,
+];

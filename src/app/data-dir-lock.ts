@@ -3,7 +3,7 @@ import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { UnavailableError, errnoCode } from '../domain/index.js';
-import { tryLockExclusive } from '../drivers/file/fs-native.js';
+import { tryLockExclusive, tryLockShared } from '../drivers/file/fs-native.js';
 
 /** The lock file in the data directory; its content names the holder, for the next one's message. */
 export const LOCK_FILE = 'prestage.lock';
@@ -28,7 +28,7 @@ export interface DataDirLock {
  * description: a second open in this same process is refused too. Node opens files close-on-exec,
  * so a child process (qemu-img, a customizer) cannot outlive us still holding it.
  */
-export async function lockDataDir(dataDir: string): Promise<DataDirLock> {
+export async function lockDataDir(dataDir: string, mode: 'exclusive' | 'shared' = 'exclusive'): Promise<DataDirLock> {
   const file = join(dataDir, LOCK_FILE);
   let fh: FileHandle;
   try {
@@ -40,13 +40,16 @@ export async function lockDataDir(dataDir: string): Promise<DataDirLock> {
   try {
     let locked: boolean;
     try {
-      locked = tryLockExclusive(fh.fd);
+      // Shared: instances on one PostgreSQL state share the directory (they know of each other
+      // through the database), but none may join a server that has it alone, nor the reverse.
+      locked = mode === 'shared' ? tryLockShared(fh.fd) : tryLockExclusive(fh.fd);
     } catch (e) {
       throw new UnavailableError(`data directory ${dataDir}: cannot lock ${LOCK_FILE} (${errnoCode(e) ?? String(e)})`, { dataDir }, { cause: e });
     }
     if (!locked) {
       const holder = await readHolder(file);
-      throw new UnavailableError(`data directory ${dataDir} is in use by another prestage (${holderText(holder)}); stop it first or use another --data`, { dataDir, ...holder });
+      const hint = mode === 'shared' ? 'it runs on SQLite and keeps the directory to itself' : 'instances sharing a directory must share a PostgreSQL state (--db)';
+      throw new UnavailableError(`data directory ${dataDir} is in use by another prestage (${holderText(holder)}; ${hint}); stop it first or use another --data`, { dataDir, ...holder });
     }
     const note: Holder = { pid: process.pid, since: new Date().toISOString(), host: hostname() };
     await fh.truncate(0);

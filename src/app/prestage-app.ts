@@ -1,31 +1,39 @@
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { buildApi, type RouteAccess } from '../api/index.js';
-import { InputError, errnoCode, type Customizer, type Exporter, type Store, type VolumeDriver } from '../domain/index.js';
-import { FileDriver } from '../drivers/index.js';
-import { LocalPathExporter, NbdExporter } from '../exporters/index.js';
+import { InputError, errnoCode, type ClusterBus, type Customizer, type Exporter, type Store, type VolumeDriver } from '../domain/index.js';
+import { DriverSet, FileDriver } from '../drivers/index.js';
+import { LocalPathExporter, NbdExporter, RoutedExporter } from '../exporters/index.js';
+import { IscsiExporter, Tgtd } from '../exporters/iscsi/index.js';
 import { Replenisher } from '../pool/index.js';
 import {
   CopyService,
   EventService,
   HostService,
   ImageService,
+  PoolHistory,
   PoolService,
   ProvisioningService,
+  SimulationService,
   TemplateService,
   TokenService,
+  iscsiHostAuth,
   reconcile,
+  removeDeadWork,
   type ReconcileReport,
 } from '../service/index.js';
 import { Retention } from '../service/retention.js';
 import { customizeDisk } from '../customize/index.js';
-import { lockPostgresState, openPostgresStore, openSqliteStore } from '../store/index.js';
-import type { Config } from './config.js';
+import { lockPostgresStartup, openPostgresStore, openSqliteStore } from '../store/index.js';
+import { ClusterExporter, ClusterSync, LocalBus, Membership, PgBus } from '../cluster/index.js';
+import { exporterForHost, type Config } from './config.js';
 import { ADMIN_TOKEN_FILE } from './data-dir.js';
 import { lockDataDir } from './data-dir-lock.js';
+import { PrestageMetrics } from './metrics.js';
 import { VERSION } from './version.js';
 
 export type AppState = 'INITIALIZED' | 'STARTING' | 'RUNNING' | 'STOPPING' | 'STOPPED' | 'FAILED';
@@ -43,6 +51,7 @@ export class PrestageApp {
   private storeValue: Store | undefined;
   private reconcileValue: ReconcileReport | undefined;
   private routesValue: readonly RouteAccess[] = [];
+  private membershipValue: Membership | undefined;
   readonly logger: Logger;
 
   constructor(
@@ -64,6 +73,12 @@ export class PrestageApp {
   get replenisher(): Replenisher {
     if (!this.replenisherValue) throw new Error('the app is not started');
     return this.replenisherValue;
+  }
+
+  /** This instance among those sharing the state. */
+  get membership(): Membership {
+    if (!this.membershipValue) throw new Error('the app is not started');
+    return this.membershipValue;
   }
 
   get store(): Store {
@@ -105,39 +120,74 @@ export class PrestageApp {
       const apiTls = config.apiTls && (await readApiTls(config.apiTls));
       // Keys, the database and every disk live here: nobody but the service's user reads them.
       await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-      // Before anything in it is read or changed: another prestage on it must be left untouched.
-      // Registered first, so released last, after the store is closed.
-      const lock = await lockDataDir(config.dataDir);
+      const shared = config.db.kind === 'postgres';
+      // Before anything in it is read or changed: a server on SQLite has the directory to itself;
+      // instances on one PostgreSQL state share it. Registered first, so released last.
+      const lock = await lockDataDir(config.dataDir, shared ? 'shared' : 'exclusive');
       this.onStop('data-dir-lock', () => lock.release());
       await chmod(config.dataDir, 0o700);
-      if (config.db.kind === 'postgres') {
-        // Like the directory lock, before the state is read or changed.
-        const dbLock = await lockPostgresState({ url: config.db.url, ...(config.db.schema !== undefined && { schema: config.db.schema }) });
-        this.onStop('db-lock', () => dbLock.release());
-      }
-      const store = config.db.kind === 'postgres' ? await openPostgresStore({ url: config.db.url, ...(config.db.schema !== undefined && { schema: config.db.schema }) }) : await openSqliteStore({ file: join(config.dataDir, 'state.db') });
+      const pg = config.db.kind === 'postgres' ? { url: config.db.url, ...(config.db.schema !== undefined && { schema: config.db.schema }) } : undefined;
+      // Instances on one PostgreSQL state start one at a time (held until this one serves).
+      const startup = pg && (await lockPostgresStartup(pg));
+      if (startup) this.onStop('startup-lock', () => startup.release());
+      const store = pg ? await openPostgresStore(pg) : await openSqliteStore({ file: join(config.dataDir, 'state.db') });
       this.storeValue = store;
       this.onStop('store', () => store.close());
-      const driver: VolumeDriver = await FileDriver.open({
-        dataDir: config.dataDir,
-        workers: config.copyConcurrency,
-        reflink: config.reflink,
-        logger: logger.child({ component: 'driver' }),
+      const memberId = () => this.membershipValue?.id ?? '';
+      const bus: ClusterBus = pg ? await PgBus.open({ ...pg, instanceId: memberId, logger: logger.child({ component: 'bus' }) }) : new LocalBus();
+      this.onStop('bus', () => bus.close());
+      // Followers of the event log (`GET /v1/events` streams) read on when events were appended
+      // here, or by another instance (told on the bus, batched: one message says it for many).
+      const events = new EventService(store, logger.child({ component: 'events' }));
+      this.onStop('events', () => Promise.resolve(events.close()));
+      store.onEventsAppended(() => {
+        events.appended();
+        bus.publish({ kind: 'events' });
       });
+      // Wake-ups sent while the bus was down are lost: read the log again.
+      bus.onResync(() => events.appended());
+      const driver = await this.openDrivers(memberId);
       this.onStop('driver', () => driver.close());
-      const exporter: Exporter = await this.openExporter();
-      this.onStop('exporter', () => exporter.close());
-      for (const { hostId, psk } of await store.listHostKeys()) exporter.setHostKey(hostId, psk);
+      const metrics = new PrestageMetrics({ driverOf: (volume) => driver.driverOf(volume) });
+      const localExporter: Exporter = await this.openExporter(driver, store);
+      this.onStop('exporter', () => localExporter.close());
+      const exporter = new ClusterExporter(localExporter, bus);
+      for (const { hostId, psk } of await store.listHostKeys()) localExporter.setHostKey(hostId, psk);
+      // Every host's iSCSI login, before the mappings are exported again below.
+      const iscsi = this.iscsi;
+      if (iscsi) for (const h of await store.listHostIscsi()) await iscsi.setHostAuth(h.hostId, iscsiHostAuth(h.hostId, h));
 
-      this.reconcileValue = await reconcile(store, driver, logger);
+      const membership = new Membership({
+        store,
+        bus,
+        logger: logger.child({ component: 'cluster' }),
+        version: VERSION,
+        ...(config.instanceName !== undefined && { name: config.instanceName }),
+        leaseTtlMs: config.leaseTtlMs,
+        exclusive: !shared,
+        onReaped: (dead, work) => removeDeadWork(store, driver, dead, work, logger.child({ component: 'cluster' })),
+        busy: (source) => this.replenisherValue?.makingFor(source) ?? false,
+        wake: () => this.replenisherValue?.poke(),
+      });
+      this.membershipValue = membership;
+      // Registered, and the dead reaped, before reconcile: it leaves alone what live instances are doing.
+      await membership.join({ api: config.listen.port === 0 ? null : `${config.listen.host}:${config.listen.port}`, nbd: this.nbd?.address ?? null });
+      // Stopped after the replenisher drained (hooks run in reverse): copies in flight finish under their leases.
+      this.onStop('membership', () => membership.stop());
+      this.reconcileValue = await reconcile(store, driver, logger, membership);
+      metrics.reconciled(this.reconcileValue);
       const retention = new Retention({ store, retentionMs: config.retentionMs, logger: logger.child({ component: 'retention' }) });
       await retention.start();
       this.onStop('retention', () => retention.stop());
 
-      const replenisher = new Replenisher({ store, driver, logger: logger.child({ component: 'replenisher' }), concurrency: config.copyConcurrency, budget: config.poolBudget });
+      const replenisher = new Replenisher({ store, driver, logger: logger.child({ component: 'replenisher' }), concurrency: config.copyConcurrency, budget: config.poolBudget, leadership: membership, observer: metrics });
+      // A spare made here may be what a provision waiting on another instance needs.
+      replenisher.on('copy-ready', (copy) => bus.publish({ kind: 'copy-ready', copyId: copy.id, imageId: copy.imageId }));
       await replenisher.loadDemand();
       this.replenisherValue = replenisher;
       this.onStop('replenisher', () => replenisher.drain(config.drainTimeoutMs));
+      // The dashboard's charts: sampled from the pools (made below) once the server runs.
+      const history = new PoolHistory({ pools: () => pools.list(), logger: logger.child({ component: 'history' }) });
       const provisioning = new ProvisioningService({
         store,
         driver,
@@ -145,9 +195,38 @@ export class PrestageApp {
         replenisher,
         logger: logger.child({ component: 'provisioning' }),
         waitTimeoutMs: config.provisionWaitTimeoutMs,
+        observer: {
+          provisioned: (source, outcome, seconds) => {
+            metrics.provisioned(source, outcome, seconds);
+            history.provisioned(source, outcome, seconds);
+          },
+        },
       });
       const reexported = await provisioning.exportAll();
       logger.info({ mappings: reexported }, 'mappings exported');
+      const tokens = new TokenService(store, Date.now, (name) => bus.publish({ kind: 'token-revoked', name: name ?? null }));
+      if (shared) {
+        const sync = new ClusterSync({
+          bus,
+          store,
+          exporter: localExporter,
+          volumeOf: (copyId, image) => driver.copyVolumeFor(copyId, image),
+          logger: logger.child({ component: 'cluster' }),
+          onCopyReady: (copyId, imageId) => provisioning.copyReadyElsewhere(copyId, imageId),
+          onPools: () => {
+            membership.poke();
+            replenisher.poke(true);
+          },
+          // Only a leader refills: the others would run a pass for nothing on every provision.
+          onClaimOrRelease: () => {
+            if (membership.leading > 0) replenisher.poke();
+          },
+          onTokenRevoked: (name) => tokens.forget(name ?? undefined),
+          onEvents: () => events.appended(),
+        });
+        sync.start();
+        this.onStop('cluster-sync', () => sync.stop());
+      }
 
       const defaultPool = config.poolAutoCreate ? config.poolDefaults : null;
       const customizer: Customizer = {
@@ -155,23 +234,42 @@ export class PrestageApp {
           await customizeDisk(disk, plan, { log });
         },
       };
-      const templates = new TemplateService({ store, driver, customizer, replenisher, logger: logger.child({ component: 'templates' }), defaultPool, maxConcurrentBuilds: config.templateBuilds });
+      const templates = new TemplateService({ store, driver, customizer, replenisher, logger: logger.child({ component: 'templates' }), defaultPool, maxConcurrentBuilds: config.templateBuilds, instanceId: () => membership.id, observer: metrics });
       this.onStop('templates', () => templates.close(config.drainTimeoutMs));
-      const tokens = new TokenService(store);
       await this.firstAdminToken(tokens);
+      const pools = new PoolService(store, replenisher, config.poolDefaults);
+      metrics.watch(
+        { pools: () => pools.list(), waiting: () => provisioning.waitingCount(), nbd: () => this.nbd?.stats() },
+        // The name Membership registers under (--instance-name, else host:pid).
+        { name: config.instanceName ?? `${hostname()}:${process.pid}`, version: VERSION },
+      );
+      const simulations = new SimulationService();
+      this.onStop('simulations', () => simulations.close());
       const { app: http, routes } = await buildApi(
         {
           images: new ImageService({ store, driver, replenisher, logger, defaultPool, importDirs: config.importDirs, dataDir: config.dataDir, onImported: (image) => void templates.baseImported(image).catch((err: unknown) => logger.error({ err }, 'template rebuilds not started')) }),
           templates,
-          hosts: new HostService(store, exporter),
-          pools: new PoolService(store, replenisher, config.poolDefaults),
+          hosts: new HostService(store, exporter, {
+            // Hosts get iSCSI credentials even when no tgtd runs here: a later --exporter iscsi serves them at once.
+            setHostAuth: async (id, auth) => {
+              await iscsi?.setHostAuth(id, auth);
+            },
+            mutual: config.iscsiMutualChap,
+          }),
+          pools,
           provisioning,
           copies: new CopyService(store, replenisher),
-          events: new EventService(store),
+          events,
           tokens,
           replenisher,
           logger: logger.child({ component: 'api' }),
-          info: { version: VERSION, dataDir: config.dataDir, driver: driver.name, exporter: this.nbd ? `nbd ${this.nbd.address}${config.nbdTls === 'off' ? '' : config.nbdTls === 'psk' ? ' (TLS-PSK)' : ' (TLS X.509)'}` : exporter.name },
+          instances: () => membership.view(),
+          driverOf: (volume) => driver.driverOf(volume),
+          metrics,
+          history,
+          simulations,
+          boot: { networks: config.bootNetworks },
+          info: { version: VERSION, dataDir: config.dataDir, driver: driver.names.join(', '), exporter: this.exporterInfo() ?? exporter.name },
         },
         apiTls && { https: apiTls },
       );
@@ -179,13 +277,18 @@ export class PrestageApp {
       this.routesValue = routes;
       this.onStop('http', () => http.close());
       this.onStop('provisioning', () => provisioning.stop()); // hooks run in reverse: waiting provisions get their 503 before http closes and the replenisher drains
+      await membership.start();
       replenisher.start();
+      history.start();
+      this.onStop('history', () => history.stop());
       if (opts.listen !== false) {
         await http.listen({ host: config.listen.host, port: config.listen.port });
         logger.info({ address: this.address, dataDir: config.dataDir }, 'prestage is serving');
       } else {
         await http.ready();
       }
+      // Serving: the next instance may start.
+      await startup?.release();
       this.stateValue = 'RUNNING';
     } catch (e) {
       this.stateValue = 'FAILED';
@@ -214,16 +317,73 @@ export class PrestageApp {
   }
 
   private nbd: NbdExporter | undefined;
+  private iscsi: IscsiExporter | undefined;
 
-  private async openExporter(): Promise<Exporter> {
+  /** The exporters running here, as `status` shows them. */
+  private exporterInfo(): string | undefined {
+    const { nbdTls } = this.config;
+    const parts = [
+      this.nbd && `nbd ${this.nbd.address}${nbdTls === 'off' ? '' : nbdTls === 'psk' ? ' (TLS-PSK)' : ' (TLS X.509)'}`,
+      this.iscsi && `iscsi ${this.iscsi.portal} (CHAP${this.config.iscsiMutualChap ? ', mutual' : ''})`,
+    ].filter((p): p is string => p !== undefined);
+    return parts.length === 0 ? undefined : parts.join(', ');
+  }
+
+  /** The data directory's file driver always (uploads stage there), and Ceph when configured. */
+  private async openDrivers(owner: () => string): Promise<DriverSet> {
+    const { config, logger } = this;
+    const file = await FileDriver.open({
+      dataDir: config.dataDir,
+      workers: config.copyConcurrency,
+      reflink: config.reflink,
+      ...(config.copyRateBytesPerSec !== null && { copyRateBytesPerSec: config.copyRateBytesPerSec }),
+      logger: logger.child({ component: 'driver' }),
+      owner,
+    });
+    if (config.ceph === null) return new DriverSet([file], 'file');
+    try {
+      // Loaded only when asked for: it loads librbd, which a machine without Ceph does not have.
+      const { RbdDriver } = await import('../drivers/rbd/index.js');
+      const rbd = await RbdDriver.open({ ...config.ceph, stagingDir: join(config.dataDir, 'rbd-staging'), logger: logger.child({ component: 'rbd' }), owner });
+      return new DriverSet([file, rbd], config.driver);
+    } catch (e) {
+      await file.close();
+      throw e;
+    }
+  }
+
+  private async openExporter(driver: VolumeDriver, store: Store): Promise<Exporter> {
     const { config } = this;
     if (config.exporter === 'path') return new LocalPathExporter();
+    if (config.exporter === 'nbd') return this.openNbd(driver);
+    // tgtd's control socket lives here: per data directory, so per instance on one machine (the
+    // path must stay short enough for a Unix socket, which a data directory normally is).
+    const tgtd = new Tgtd({ runDir: join(config.dataDir, 'tgt'), portal: config.iscsiPortal, logger: this.logger.child({ component: 'tgtd' }) });
+    const iscsi = new IscsiExporter({ tgtd, ...(config.nbdAdvertise !== undefined && { advertise: config.nbdAdvertise }), logger: this.logger.child({ component: 'iscsi' }) });
+    await iscsi.start();
+    this.iscsi = iscsi;
+    this.logger.info({ portal: iscsi.portal }, 'iSCSI exporter listening');
+    try {
+      const nbd = config.exporter === 'both' ? await this.openNbd(driver) : undefined;
+      return new RoutedExporter({ iscsi, ...(nbd && { nbd }) }, async (hostId) => {
+        const kind = exporterForHost(config.exporter, (await store.getHost(hostId)) ?? { exporter: null });
+        return kind === 'path' ? 'nbd' : kind;
+      });
+    } catch (e) {
+      await iscsi.close();
+      throw e;
+    }
+  }
+
+  private async openNbd(driver: VolumeDriver): Promise<NbdExporter> {
+    const { config } = this;
     const nbd = new NbdExporter({
       listen: config.nbdListen,
       tls: config.nbdTls,
       ...(config.nbdTls === 'x509' && { x509: await readX509Dir(config.nbdTlsDir) }),
       ...(config.nbdAdvertise !== undefined && { advertise: config.nbdAdvertise }),
       logger: this.logger, // the NBD server names its own component
+      openVolume: (volume, opts) => driver.openVolume(volume, opts),
     });
     await nbd.start();
     this.nbd = nbd;

@@ -151,6 +151,43 @@ export class ApiClient {
     return this.request<T>('DELETE', path, undefined, opts);
   }
 
+  /**
+   * GETs a stream of Server-Sent Events: resolves to its body once the server answered 200. An
+   * error reply throws as `ApiError`, no reply at all as `UnreachableError`; aborting `signal`
+   * ends the request and the body.
+   */
+  async eventStream(path: string, opts: { readonly lastEventId?: string; readonly signal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
+    const url = new URL(path.replace(/^\//, ''), this.baseUrl);
+    // A stream is quiet between events for as long as it likes: no body timeout (the caller watches the heartbeats).
+    const dispatcher = await (this.patientValue ??= patientDispatcher());
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        headers: {
+          accept: 'text/event-stream',
+          ...(this.token !== undefined && { authorization: `Bearer ${this.token}` }),
+          ...(opts.lastEventId !== undefined && { 'last-event-id': opts.lastEventId }),
+        },
+        ...(opts.signal && { signal: opts.signal }),
+        ...(dispatcher && { dispatcher }),
+      } as RequestInit);
+    } catch (e) {
+      if (opts.signal?.aborted) throw e;
+      throw this.unreachable(e);
+    }
+    if (!res.ok || res.body === null) {
+      const text = await res.text();
+      let parsed: unknown;
+      try {
+        parsed = text.length > 0 ? JSON.parse(text) : undefined;
+      } catch {
+        parsed = undefined;
+      }
+      throw res.ok ? new ApiError(`GET ${url.pathname}: the server sent no stream`, 'PRESTAGE_INTERNAL', res.status) : errorFromReply(res.status, res.statusText, parsed);
+    }
+    return res.body;
+  }
+
   async close(): Promise<void> {
     const d = await this.patientValue;
     this.patientValue = undefined;

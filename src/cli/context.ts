@@ -4,11 +4,14 @@ import { resolveToken, type TokenFlags } from './token-source.js';
 
 /** Where a command writes and what it reads from its surroundings; tests pass their own. */
 export interface CliIo {
-  readonly stdout: Writable;
+  /** `--watch` redraws in place when this is a terminal, and `status` fits its width. */
+  readonly stdout: Writable & { readonly isTTY?: boolean; readonly columns?: number; readonly rows?: number };
   /** Progress bars are drawn only when this is a terminal. */
   readonly stderr: Writable & { readonly isTTY?: boolean };
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;
+  /** Stands for Ctrl-C (tests abort it); without it, SIGINT is. */
+  readonly interrupt?: AbortSignal;
 }
 
 export function processIo(): CliIo {
@@ -18,6 +21,7 @@ export function processIo(): CliIo {
 /** What every command gets: its output streams and, on first use, a client of the server. */
 export class CliContext {
   private clientValue: ApiClient | undefined;
+  private sigint: { readonly controller: AbortController; readonly stop: () => void } | undefined;
 
   constructor(
     readonly io: CliIo,
@@ -44,7 +48,23 @@ export class CliContext {
     this.io.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
   }
 
+  /**
+   * Aborted by Ctrl-C. A command that runs until stopped (--follow, --watch) waits on it and then
+   * ends as it should (exit code 0), instead of the process being killed mid-line.
+   */
+  interruption(): AbortSignal {
+    if (this.io.interrupt) return this.io.interrupt;
+    if (!this.sigint) {
+      const controller = new AbortController();
+      const onSigint = () => controller.abort();
+      process.once('SIGINT', onSigint);
+      this.sigint = { controller, stop: () => process.off('SIGINT', onSigint) };
+    }
+    return this.sigint.controller.signal;
+  }
+
   async close(): Promise<void> {
+    this.sigint?.stop();
     await this.clientValue?.close();
   }
 }

@@ -11,6 +11,9 @@ import { statusCommand } from './commands/status.js';
 import { templateCommand } from './commands/template.js';
 import { tokenCommand } from './commands/token.js';
 import { demoImageCommand } from './commands/demo-image.js';
+import { eventsCommand } from './commands/events.js';
+import { copiesCommand } from './commands/copies.js';
+import { completionCommand } from './commands/completion.js';
 import { VERSION } from '../app/version.js';
 import { CliContext, processIo, type CliIo } from './context.js';
 import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.js';
@@ -50,7 +53,7 @@ export function buildProgram(ctx: CliContext): Command<[], { server?: string; to
   program.hook('preAction', (_, action) => {
     if (program.opts().json) action.setOptionValue('json', true);
   });
-  for (const make of [serveCommand, imageCommand, templateCommand, poolCommand, hostCommand, provisionCommand, releaseCommand, statusCommand, simulateCommand, tokenCommand, demoImageCommand]) {
+  for (const make of [serveCommand, imageCommand, templateCommand, poolCommand, hostCommand, provisionCommand, releaseCommand, statusCommand, copiesCommand, eventsCommand, simulateCommand, tokenCommand, demoImageCommand, completionCommand]) {
     program.addCommand(make(ctx));
   }
   return program;

@@ -1,5 +1,6 @@
 export * from './errors.js';
 export * from './types.js';
+export * from './access.js';
 export * from './ports.js';
 export * from './copy-state.js';
 export * from './source-spec.js';
@@ -9,3 +10,4 @@ export * from './policy.js';
 export * from './template.js';
 export * from './template-spec.js';
 export * from './template-render.js';
+export * from './failpoint.js';

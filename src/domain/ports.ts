@@ -3,7 +3,8 @@
  * `app/`; tests of the layers above may swap them.
  */
 import type { CustomizePlan } from './template.js';
-import type { Access, ApiToken, Copy, CopyMethod, CopyState, EventRecord, Host, Image, Mapping, Pool, PoolPolicy, TemplateBuild, TemplateRecord } from './types.js';
+import type { Access } from './access.js';
+import type { ApiToken, Copy, CopyMethod, CopyState, EventRecord, Host, Image, InstanceRecord, Mapping, Pool, PoolLease, PoolPolicy, ReapedWork, TemplateBuild, TemplateRecord } from './types.js';
 
 export interface Progress {
   readonly doneBytes: number;
@@ -40,23 +41,75 @@ export interface StagedImage {
   discard(): Promise<void>;
 }
 
+/** An allocation extent of a block device: `flags` holds EXTENT_HOLE and EXTENT_ZERO bits. */
+export interface BlockExtent {
+  readonly length: number;
+  readonly flags: number;
+}
+/** Not allocated (the same bit as NBD's base:allocation NBD_STATE_HOLE). */
+export const EXTENT_HOLE = 1 << 0;
+/** Reads as zeros (NBD_STATE_ZERO). */
+export const EXTENT_ZERO = 1 << 1;
+
+/**
+ * A volume opened for I/O: what the NBD server serves and what a driver hands out, whatever the
+ * volume is (a file, an RBD image). Offsets and lengths are already checked against `size`.
+ * One device may be shared by several connections: a flush makes every completed write durable.
+ */
+export interface BlockDevice {
+  readonly size: number;
+  read(into: Buffer, offset: number): Promise<void>;
+  write(data: Buffer, offset: number): Promise<void>;
+  /** Makes every completed write durable. */
+  flush(): Promise<void>;
+  /** A hint that the range is no longer needed; may do nothing. */
+  trim(offset: number, length: number): Promise<void>;
+  /** Makes the range read as zeros; `mayPunch` allows doing it by deallocating. */
+  zero(offset: number, length: number, mayPunch: boolean): Promise<void>;
+  /** Allocation extents from `offset`: at least one, at most `max`, within the range. */
+  extents(offset: number, length: number, max: number): Promise<BlockExtent[]>;
+  /** Waits for running operations, then releases the device; later calls fail. */
+  close(): Promise<void>;
+}
+
+/** A local file a driver made for a tool that needs a path. */
+export interface ScratchFile {
+  readonly path: string;
+  /** How it was made (e.g. reflink, sparse-copy, export). */
+  readonly method: CopyMethod;
+  readonly durationMs: number;
+}
+
+/** A storage driver's name: `file` (the data directory) or `rbd` (a Ceph pool). */
+export type DriverName = 'file' | 'rbd';
+
 /** How volumes are stored and copied. Every volume it makes is complete, flushed and verified. */
 export interface VolumeDriver {
-  readonly name: string;
+  /** `file`, `rbd`; a set of drivers is named by the one new images go to. */
+  readonly name: DriverName;
   /**
-   * Reads an image file, hashes it while storing it content-addressed and sealed read-only.
+   * Reads an image file, hashes it while storing it content-addressed and sealed read-only, with
+   * the driver named `into` (default: where new images go; a driver that is not configured is an
+   * InputError).
    * Throws BadImageError for unreadable or truncated files, NoSpaceError when the disk is full;
    * leaves nothing behind on failure.
    */
-  importImage(path: string, onProgress?: ProgressListener): Promise<ImportedVolume>;
+  importImage(path: string, onProgress?: ProgressListener, into?: DriverName): Promise<ImportedVolume>;
   /**
    * Receives an image's bytes from a stream (an upload, a download) into a temporary file of the
    * store, hashing them on the way, for importImage(staged.path). Nothing is left behind when the
    * stream fails; the caller calls discard() once it is done with the file.
    */
   stageImage(chunks: AsyncIterable<Uint8Array>, opts?: { readonly totalBytes?: number; readonly onProgress?: ProgressListener }): Promise<StagedImage>;
-  /** Where the copy with this id will live (known before it is made, so a crash can be reconciled). */
-  copyVolumeFor(copyId: string): string;
+  /**
+   * Where the copy with this id of this image will live (known before it is made, so a crash can
+   * be reconciled): with the image's driver.
+   */
+  copyVolumeFor(copyId: string, image: Pick<Image, 'volume'>): string;
+  /** Whether this driver stores the volume (an image's or a copy's locator). */
+  owns(volume: string): boolean;
+  /** The name of the driver that stores the volume (`file`, `rbd`), for people; undefined: none here. */
+  driverOf(volume: string): DriverName | undefined;
   /** Makes a verified copy of an image's volume at `copyVolumeFor(copyId)`. */
   makeCopy(image: Pick<Image, 'volume' | 'sha256' | 'sizeBytes'>, copyId: string, onProgress?: ProgressListener): Promise<MadeCopy>;
   /**
@@ -64,8 +117,23 @@ export interface VolumeDriver {
    * reserves before it starts one, so it never starts more copies than the free space holds.
    */
   copyBytes(image: Pick<Image, 'volume' | 'sizeBytes'>): Promise<number>;
-  /** Space left where copies are made: bytes an unprivileged writer may still use, and the filesystem's size. */
-  freeSpace(): Promise<StoreSpace>;
+  /**
+   * Space left where copies of the image are made (by default, where new images go): bytes an
+   * unprivileged writer may still use, and the store's size.
+   */
+  freeSpace(near?: Pick<Image, 'volume'>): Promise<StoreSpace>;
+  /**
+   * Opens a copy's volume for I/O: the device the NBD server serves to the copy's host. Opening
+   * is cheap (no data is read); the caller closes it.
+   */
+  openVolume(volume: string, opts: { readonly readOnly: boolean }): Promise<BlockDevice>;
+  /**
+   * A writable local file holding an image's bytes, for tools that need a path (a template
+   * build's customizer), named by `name` (a copy id) so that a crash can be cleaned up:
+   * removeCopy(name) removes it as it removes a copy, which is what reconcile does for a dead
+   * build. The caller imports it with importImage(path) when done.
+   */
+  scratchFile(image: Pick<Image, 'volume' | 'sha256' | 'sizeBytes'>, name: string, onProgress?: ProgressListener): Promise<ScratchFile>;
   /** Removes a copy's volume, complete or partial; absent is fine. */
   removeCopy(copyId: string): Promise<void>;
   /** Removes an image volume that no row refers to. */
@@ -74,20 +142,57 @@ export interface VolumeDriver {
   /** Every copy volume on disk, complete or partial, by copy id (for reconcile). */
   listCopyVolumes(): Promise<readonly { copyId: string; volume: string; partial: boolean }[]>;
   /** Removes temporary files of interrupted imports; returns their names (for reconcile). */
-  removeTempFiles(): Promise<readonly string[]>;
+  removeTempFiles(dead?: (owner: string | null) => boolean): Promise<readonly string[]>;
   /** Every image volume on disk (for reconcile). */
   listImageVolumes(): Promise<readonly string[]>;
   close(): Promise<void>;
 }
 
 /** How a mapped copy reaches its host. A spare or an image is never exported. */
+/**
+ * What the store keeps of a host's iSCSI login, beside its PSK: its initiator name and CHAP
+ * secrets. Its CHAP user is its id and the mutual one its target's name, so neither is stored.
+ */
+export interface HostIscsiSecrets {
+  readonly iqn: string;
+  readonly chapSecret: string;
+  /** Null: one-way CHAP. */
+  readonly mutualSecret: string | null;
+}
+
 export interface Exporter {
   readonly name: string;
   /** Exports the copy to the mapping's host only; exporting an exported copy again is a no-op. */
-  export(mapping: Mapping, copy: Copy): Promise<Access>;
+  export(mapping: Mapping, copy: Pick<Copy, 'id' | 'volume'>): Promise<Access>;
   /** The host's credentials changed (a new key, or null when the host is removed). */
   setHostKey(hostId: string, pskHex: string | null): void;
   unexport(hostId: string): Promise<void>;
+  /** Hosts with a copy exported here now. */
+  exportedHosts(): readonly string[];
+  close(): Promise<void>;
+}
+
+/**
+ * What one instance tells the others sharing its state (PostgreSQL LISTEN/NOTIFY; nothing with
+ * SQLite, where there is one). Only hints: every receiver reads the truth from the store.
+ */
+export type ClusterMessage =
+  | { readonly kind: 'mapped'; readonly hostId: string; readonly copyId: string }
+  | { readonly kind: 'released'; readonly hostId: string }
+  | { readonly kind: 'copy-ready'; readonly copyId: string; readonly imageId: string }
+  | { readonly kind: 'host-key'; readonly hostId: string }
+  | { readonly kind: 'token-revoked'; readonly name: string | null }
+  | { readonly kind: 'pools' }
+  /** Events were appended to the log: live readers of it (`GET /v1/events` streams) read on. */
+  | { readonly kind: 'events' };
+
+export interface ClusterBus {
+  /** Sends to every other instance; never throws (a message lost is made up by the next resync). */
+  publish(message: ClusterMessage): void;
+  /** Messages from the other instances. */
+  subscribe(handler: (message: ClusterMessage) => void): void;
+  /** Called after the bus was down: messages may have been missed, so read the state again. */
+  onResync(handler: () => void): void;
   close(): Promise<void>;
 }
 
@@ -141,7 +246,11 @@ export interface Store {
   getCopy(id: string): Promise<Copy | undefined>;
   listCopies(filter?: { state?: CopyState; imageId?: string; notImageId?: string; pool?: string | null }): Promise<Copy[]>;
   countCopies(imageId: string, pool?: string | null): Promise<CopyCounts>;
-  /** Moves a copy along the state machine if it is in `from`; returns false when it was not. */
+  /**
+   * Moves a copy along the state machine if it is in `from`; returns false when it was not. From
+   * making to ready it also checks the fence: a spare started under a pool lease moves only while
+   * its maker still holds that lease at that epoch.
+   */
   moveCopy(id: string, from: CopyState, to: CopyState, patch?: Partial<Pick<Copy, 'method' | 'error' | 'readyAt' | 'copyMs'>>, event?: NewEvent): Promise<boolean>;
   /** One transaction: take the oldest ready copy of the image (or the given copy) and map it to the host. */
   claim(args: { hostId: string; imageId: string; source: string; copyId?: string; at: string }, event: NewEvent): Promise<{ copy: Copy; mapping: Mapping } | undefined>;
@@ -158,6 +267,12 @@ export interface Store {
   setHostKey(id: string, pskHex: string, event: NewEvent): Promise<void>;
   getHostKey(id: string): Promise<string | undefined>;
   listHostKeys(): Promise<{ hostId: string; psk: string }[]>;
+  /** Sets the host's initiator name and CHAP secrets; an initiator name another host has is a ConflictError. */
+  setHostIscsi(id: string, iscsi: HostIscsiSecrets, event: NewEvent): Promise<void>;
+  /** Undefined until they were made (hosts from before iSCSI get them on first use). */
+  getHostIscsi(id: string): Promise<HostIscsiSecrets | undefined>;
+  listHostIscsi(): Promise<({ hostId: string } & HostIscsiSecrets)[]>;
+  getHostByMac(mac: string): Promise<Host | undefined>;
   /** The host's credential for its own cloud-init documents (hex); not its NBD key. */
   setHostMetaSecret(id: string, secretHex: string, event: NewEvent): Promise<void>;
   getHostMetaSecret(id: string): Promise<string | undefined>;
@@ -189,11 +304,51 @@ export interface Store {
   appendEvent(event: NewEvent): Promise<void>;
   listEvents(opts?: { afterSeq?: number; limit?: number }): Promise<EventRecord[]>;
   /**
+   * What a live reader of the log reads next: the events after `afterSeq` in order, at most
+   * `limit`, cut before any gap in the sequence numbers that a transaction still in flight may
+   * yet fill. A reader that goes on after the last event returned misses none of those that
+   * commit later. (PostgreSQL numbers an event when it is inserted, not when it commits, so 12
+   * may be seen before 11 commits; one writer at a time, as with SQLite, has no such gaps.)
+   */
+  tailEvents(afterSeq: number, limit: number): Promise<EventRecord[]>;
+  /** The sequence number of the newest event, 0 with none. */
+  lastEventSeq(): Promise<number>;
+  /** `listener` runs after each transaction of this store that appended events has committed; the returned function removes it. */
+  onEventsAppended(listener: () => void): () => void;
+  /**
    * Retention, in one transaction: raises the event horizon (never lowers it) to the first event
    * at or after `eventsBefore` and deletes the events below it, and deletes copies that went
    * `gone` before `copiesGoneBefore` and that nothing refers to. Returns how many rows went.
    */
   prune(cutoffs: { eventsBefore: Date; copiesGoneBefore: Date }): Promise<{ events: number; copies: number }>;
 
+  // cluster: instances, their heartbeats and the pool leases (docs/design.md, "Several instances")
+  registerInstance(instance: InstanceRecord, event: NewEvent): Promise<void>;
+  /** Records a heartbeat; false when the instance was reaped meanwhile (it must not act as that instance again). */
+  heartbeatInstance(id: string, at: string): Promise<boolean>;
+  /** A clean stop: the instance gives up its leases. */
+  stopInstance(id: string, at: string, event: NewEvent): Promise<void>;
+  /** Instances neither stopped nor reaped (alive, or dead and not yet found out). */
+  listInstances(): Promise<InstanceRecord[]>;
+  /**
+   * One transaction, done by one reaper only: marks a dead instance reaped, moves the copies it
+   * was making to failed and its running builds to failed, and drops its leases. Undefined when
+   * it was reaped (or stopped) already.
+   */
+  reapInstance(id: string, by: string, at: string, event: NewEvent): Promise<ReapedWork | undefined>;
+  /** Takes a pool's lease if nobody holds it or it expired before `at` (or the taker holds it); returns the new epoch. */
+  acquireLease(source: string, instanceId: string, at: string, expiresAt: string, event: NewEvent): Promise<number | undefined>;
+  /** Extends every lease the instance still holds; returns those (a lease taken over is not among them). */
+  renewLeases(instanceId: string, expiresAt: string): Promise<PoolLease[]>;
+  releaseLease(source: string, instanceId: string): Promise<void>;
+  listLeases(): Promise<PoolLease[]>;
+
   close(): Promise<void>;
+
+  /**
+   * What a provision reads before it claims, in one query: the host, its mapping, and the image
+   * `name@version` names (`version` null: the newest of `name`, as `findImage`). Undefined when
+   * there is no such host.
+   */
+  provisionLookup(hostId: string, name: string, version: number | null): Promise<{ host: Host; mapping: Mapping | undefined; image: Image | undefined } | undefined>;
 }

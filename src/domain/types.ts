@@ -1,3 +1,4 @@
+import type { ExporterKind } from './access.js';
 import type { TemplateSpec } from './template.js';
 
 /** What the domain talks about. Plain data: rows of the store, replies of the services. */
@@ -25,7 +26,11 @@ export type ImageKind = 'golden' | 'template';
 
 export type CopyState = 'making' | 'ready' | 'mapped' | 'releasing' | 'gone' | 'failed';
 
-export type CopyMethod = 'reflink' | 'sparse-copy';
+/**
+ * How a driver made a copy, in its own words: the file driver's `reflink` or `sparse-copy`, the
+ * RBD driver's `clone`. A name for people and metrics, never a branch in the core.
+ */
+export type CopyMethod = string;
 
 export interface Copy {
   readonly id: string;
@@ -40,6 +45,10 @@ export interface Copy {
   readonly createdAt: string;
   readonly readyAt: string | null;
   readonly copyMs: number | null;
+  /** The instance that made it (or is making it); null in rows older than the cluster migration. */
+  readonly owner?: string | null;
+  /** The epoch of its pool's lease when it was started as a spare; null for an on-demand copy. */
+  readonly fence?: number | null;
 }
 
 export interface StaticPolicy {
@@ -87,15 +96,21 @@ export interface Host {
   /** The host's own values for templates' per-host data (hostname, address, ssh_key, …). */
   readonly vars: Readonly<Record<string, string>>;
   readonly createdAt: string;
+  /** Its iSCSI initiator name: the one its target lets in (null only for hosts from before iSCSI, until first used). */
+  readonly iqn: string | null;
+  /** The source it is provisioned from when it network-boots with no copy (`host add --boot`). */
+  readonly boot: string | null;
+  /** The exporter that serves its copy; null: the server's `--exporter`. */
+  readonly exporter: ExporterKind | null;
 }
 
 /**
  * Who may do what through the API: `admin` everything; `operator` pools, hosts, provisions,
  * templates and images; `reader` every read but keys and secrets; `host` provision, release and
- * read itself, bound to one host id.
+ * read itself, bound to one host id; `metrics` scrape `/metrics` and nothing else (Prometheus).
  */
-export type ApiRole = 'admin' | 'operator' | 'reader' | 'host';
-export const API_ROLES: readonly ApiRole[] = ['admin', 'operator', 'reader', 'host'];
+export type ApiRole = 'admin' | 'operator' | 'reader' | 'host' | 'metrics';
+export const API_ROLES: readonly ApiRole[] = ['admin', 'operator', 'reader', 'host', 'metrics'];
 
 /** An API token as listed: never its secret, which is stored only as a SHA-256. */
 export interface ApiToken {
@@ -139,6 +154,8 @@ export interface TemplateBuild {
   readonly rolloverMs: number | null;
   /** From that import until the template's pool held its target of new-version spares. */
   readonly refilledMs: number | null;
+  /** The instance running (or that ran) the build. */
+  readonly owner?: string | null;
 }
 
 export interface Mapping {
@@ -160,7 +177,40 @@ export interface EventRecord {
 
 export type ProvisionOutcome = 'warm' | 'joined' | 'cold';
 
-/** How a host reaches its copy; each exporter fills in its own kind. */
-export type Access =
-  | { readonly kind: 'path'; readonly path: string }
-  | { readonly kind: 'nbd'; readonly uri: string; readonly exportName: string };
+
+/** One `prestage serve` process sharing the state with others (one row per start). */
+export interface InstanceRecord {
+  readonly id: string;
+  /** `--instance-name`, else host:pid. */
+  readonly name: string;
+  readonly host: string;
+  readonly pid: number;
+  readonly version: string;
+  /** Where its API and NBD server listen, as it advertises them (null when not listening). */
+  readonly api: string | null;
+  readonly nbd: string | null;
+  readonly startedAt: string;
+  readonly heartbeatAt: string;
+  /** Set when it stopped cleanly. */
+  readonly stoppedAt: string | null;
+  /** Set when another instance (or its own next start) found it dead and took over its work. */
+  readonly reapedAt: string | null;
+  readonly reapedBy: string | null;
+}
+
+/** The right of one instance to refill one pool; every spare it starts carries the epoch. */
+export interface PoolLease {
+  readonly source: string;
+  readonly instanceId: string;
+  /** Raised each time the lease changes hands: a spare started under an older epoch is never marked ready. */
+  readonly epoch: number;
+  readonly expiresAt: string;
+}
+
+/** What a dead instance left unfinished, handed to the one that reaped it to clean up. */
+export interface ReapedWork {
+  /** Copies it was making, now failed: their volumes are to be removed. */
+  readonly copies: readonly string[];
+  /** Template builds it was running, now failed: their scratch volumes (named by build id) are to be removed. */
+  readonly builds: readonly string[];
+}

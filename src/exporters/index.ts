@@ -1,2 +1,3 @@
 export { LocalPathExporter } from './local-path-exporter.js';
-export { NbdExporter, type NbdExporterOptions } from './nbd-exporter.js';
+export { NbdExporter, type NbdExporterOptions, type NbdExporterStats } from './nbd-exporter.js';
+export { RoutedExporter } from './routed-exporter.js';

@@ -1,4 +1,4 @@
-import type { Access, Copy, Exporter, Mapping } from '../domain/index.js';
+import { ConflictError, type Access, type Copy, type Exporter, type Mapping } from '../domain/index.js';
 
 /**
  * Hands the host the copy's local path: for hosts that share this machine's storage (a VM
@@ -7,7 +7,9 @@ import type { Access, Copy, Exporter, Mapping } from '../domain/index.js';
 export class LocalPathExporter implements Exporter {
   readonly name = 'path';
 
-  export(_mapping: Mapping, copy: Copy): Promise<Access> {
+  export(_mapping: Mapping, copy: Pick<Copy, 'volume'>): Promise<Access> {
+    // A volume that is not a file here (an RBD image) has no path to hand out.
+    if (!copy.volume.startsWith('/')) return Promise.reject(new ConflictError(`copy volume ${copy.volume} is not a local file: serve it with --exporter nbd`, { volume: copy.volume }));
     return Promise.resolve({ kind: 'path', path: copy.volume });
   }
 
@@ -17,6 +19,10 @@ export class LocalPathExporter implements Exporter {
 
   unexport(_hostId: string): Promise<void> {
     return Promise.resolve();
+  }
+
+  exportedHosts(): readonly string[] {
+    return [];
   }
 
   close(): Promise<void> {

@@ -1,7 +1,13 @@
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
-import type { Access, Copy, Exporter, Mapping } from '../domain/index.js';
-import { NbdServer } from './nbd/index.js';
+import type { Access, BlockDevice, Copy, Exporter, Mapping } from '../domain/index.js';
+import { NbdServer, type NbdStats } from './nbd/index.js';
+
+/** The NBD server's totals since its start, with its connections open and refused now. */
+export interface NbdExporterStats extends NbdStats {
+  readonly open: number;
+  readonly refused: number;
+}
 
 export interface NbdExporterOptions {
   /** Where the NBD server listens. */
@@ -13,6 +19,8 @@ export interface NbdExporterOptions {
   /** PEM of the server certificate, its key and the CA of client certificates; with `tls: 'x509'`. */
   readonly x509?: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer };
   readonly logger?: Logger;
+  /** Opens a copy's volume for I/O: the driver's openVolume (a file, an RBD image). */
+  readonly openVolume: (volume: string, opts: { readonly readOnly: boolean }) => Promise<BlockDevice>;
 }
 
 /** The address hosts should dial when the server listens on every interface. */
@@ -67,10 +75,11 @@ export class NbdExporter implements Exporter {
     if (changed && this.o.tls === 'psk') void this.server.disconnectHost(hostId, 'host key changed');
   }
 
-  async export(mapping: Mapping, copy: Copy): Promise<Access> {
+  async export(mapping: Mapping, copy: Pick<Copy, 'id' | 'volume'>): Promise<Access> {
     const exportName = copy.id;
     if (!this.exported.has(exportName)) {
-      await this.server.addExport({ name: exportName, path: copy.volume, hostId: mapping.hostId, description: `${mapping.source} for ${mapping.hostId}` });
+      const device = await this.o.openVolume(copy.volume, { readOnly: false });
+      await this.server.addExport({ name: exportName, device, volume: copy.volume, hostId: mapping.hostId, description: `${mapping.source} for ${mapping.hostId}` });
       this.exported.set(exportName, mapping.hostId);
     }
     const scheme = this.o.tls === 'off' ? 'nbd' : 'nbds';
@@ -82,8 +91,16 @@ export class NbdExporter implements Exporter {
     await this.server.closeHost(hostId);
   }
 
+  exportedHosts(): readonly string[] {
+    return [...new Set(this.exported.values())];
+  }
+
   exportsServed(): readonly { name: string; hostId: string }[] {
     return this.server.listExports();
+  }
+
+  stats(): NbdExporterStats {
+    return { ...this.server.stats, open: this.server.connectionsOpen, refused: this.server.connectionsRefused };
   }
 
   close(): Promise<void> {

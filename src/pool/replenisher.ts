@@ -3,12 +3,14 @@ import type { Logger } from 'pino';
 import {
   NoSpaceError,
   errnoCode,
+  failpoint,
   formatBytes,
   isNoSpace,
   isPrestageError,
   newId,
   parseSourceSpec,
   type Copy,
+  type CopyMethod,
   type Image,
   type Progress,
   type Store,
@@ -39,6 +41,39 @@ export interface ReplenisherOptions {
   readonly now?: () => number;
   /** Bytes kept free on the store besides what copies take. Default 1 % of the filesystem, at least 32 MiB or a tenth of it. */
   readonly spaceMarginBytes?: number;
+  /** With several instances on one state: which pools this one refills. Default: every pool, no fence. */
+  readonly leadership?: PoolLeadership;
+  /** Told of every copy made ready here (metrics). Default: nobody. */
+  readonly observer?: CopyObserver;
+}
+
+/** What a finished copy tells its observer. */
+export interface CopyMade {
+  /** The copy's volume locator: which driver holds it. */
+  readonly volume: string;
+  /** The driver's word for how it copied (`reflink`, `sparse-copy`, `clone`). */
+  readonly method: CopyMethod;
+  /** From the driver's start to a verified volume. */
+  readonly durationMs: number;
+  /** The image's size: the bytes the copy holds for its host. */
+  readonly sizeBytes: number;
+}
+
+export interface CopyObserver {
+  copyMade(copy: CopyMade): void;
+}
+
+/**
+ * Which pools this instance refills (the cluster's leases). A spare is started only under the
+ * pool's lease and carries its epoch, so that it is never marked ready once the lease moved on.
+ */
+export interface PoolLeadership {
+  /** This instance: recorded as the maker of every copy. */
+  readonly id: string;
+  /** The lease epoch when this instance leads the pool now; undefined when another does (or nobody). */
+  leaseFor(source: string): number | undefined;
+  /** Takes the lease now if it is free and this instance is under its share. */
+  tryLead(source: string): Promise<number | undefined>;
 }
 
 /** One pass's starts through the space gate: copies started and pools refused, by source. */
@@ -236,6 +271,12 @@ export class Replenisher extends EventEmitter<Events> {
     return n;
   }
 
+  /** Whether spares of the pool are being made here (its lease is then kept, not handed back). */
+  makingFor(source: string): boolean {
+    for (const c of this.inflight.values()) if (c.pool === source && !c.onDemand) return true;
+    return false;
+  }
+
   copiesInFlight(): readonly InFlightCopy[] {
     return [...this.inflight.values()];
   }
@@ -361,7 +402,10 @@ export class Replenisher extends EventEmitter<Events> {
     const inputs: PlanPoolInput[] = [];
     const images = new Map<string, Image>();
     const schedule: PrewarmEvent[] = [];
+    const lead = this.opts.leadership;
     for (const pool of await store.listPools()) {
+      // Another instance refills it (or nobody yet, and this one is at its share).
+      if (lead && (lead.leaseFor(pool.source) ?? (await lead.tryLead(pool.source))) === undefined) continue;
       const image = await resolveSource(store, parseSourceSpec(pool.source));
       await this.discardStale(pool.source, image?.id);
       if (!image || image.state !== 'ready') continue;
@@ -443,13 +487,16 @@ export class Replenisher extends EventEmitter<Events> {
   /** Starts a copy if the store has room for it: its bytes are reserved first, released when it ends. */
   private async startCopy(image: Image, pool: string | null, onDemand: boolean): Promise<SpaceVerdict> {
     const id = newId('c');
+    // A spare carries its pool's lease epoch (the fence); an on-demand copy goes to a waiter here, under no lease.
+    const fence = onDemand || pool === null || !this.opts.leadership ? null : this.opts.leadership.leaseFor(pool);
+    if (fence === undefined) return { ok: false, short: false, neededBytes: 0, freeBytes: 0 };
     const v = await this.space.reserve(id, image, spaceSource(image, pool), onDemand);
     if (!v.ok) return v;
     if (this.stateValue !== 'RUNNING') {
       this.space.release(id);
       return { ok: false, short: false, neededBytes: 0, freeBytes: 0 };
     }
-    this.launch(image, pool, onDemand, id);
+    this.launch(image, pool, onDemand, id, fence);
     return v;
   }
 
@@ -470,16 +517,17 @@ export class Replenisher extends EventEmitter<Events> {
     const { store, driver, logger } = this.opts;
     // The claim may take it first: only a spare still ready is discarded.
     if (!(await store.moveCopy(copyId, 'ready', 'releasing', {}, { type: 'copy.discarded', subject: copyId, data: { pool, reason } }))) return;
+    failpoint('rollover.after-discard');
     await driver.removeCopy(copyId);
     await store.moveCopy(copyId, 'releasing', 'gone', {}, { type: 'copy.gone', subject: copyId, data: { reason } });
     logger.info({ copyId, pool, reason }, 'discarded a spare');
   }
 
   /** Starts a copy whose bytes `startCopy` reserved under `id`. */
-  private launch(image: Image, pool: string | null, onDemand: boolean, id: string): void {
+  private launch(image: Image, pool: string | null, onDemand: boolean, id: string, fence: number | null): void {
     const entry: InFlightCopy = { copyId: id, imageId: image.id, pool, startedAt: this.now(), onDemand, progress: { doneBytes: 0, totalBytes: image.sizeBytes } };
     this.inflight.set(id, entry);
-    void this.makeCopy(image, pool, entry).then((result) => {
+    void this.makeCopy(image, pool, entry, fence).then((result) => {
       // Out of flight before anyone hears of it: listeners count what is still in flight.
       this.inflight.delete(id);
       this.space.release(id);
@@ -490,7 +538,7 @@ export class Replenisher extends EventEmitter<Events> {
     });
   }
 
-  private async makeCopy(image: Image, pool: string | null, entry: InFlightCopy): Promise<{ ok: true; copy: Copy } | { ok: false; error: unknown }> {
+  private async makeCopy(image: Image, pool: string | null, entry: InFlightCopy, fence: number | null): Promise<{ ok: true; copy: Copy } | { ok: false; error: unknown }> {
     const { store, driver } = this.opts;
     const log = this.opts.logger.child({ copyId: entry.copyId, imageId: image.id, pool });
     const createdAt = new Date(entry.startedAt).toISOString();
@@ -499,26 +547,31 @@ export class Replenisher extends EventEmitter<Events> {
       imageId: image.id,
       pool,
       state: 'making',
-      volume: driver.copyVolumeFor(entry.copyId),
+      volume: driver.copyVolumeFor(entry.copyId, image),
       method: null,
       hostId: null,
       error: null,
       createdAt,
       readyAt: null,
       copyMs: null,
+      owner: this.opts.leadership?.id ?? null,
+      fence,
     };
     try {
       await store.insertCopy(copy);
+      failpoint('copy.after-insert');
       const made = await driver.makeCopy(image, entry.copyId, (p) => (entry.progress = p));
+      failpoint('copy.before-ready');
       const readyAt = new Date(this.now()).toISOString();
       const moved = await store.moveCopy(entry.copyId, 'making', 'ready', { method: made.method, readyAt, copyMs: Math.round(made.durationMs) }, {
         type: 'copy.ready',
         subject: entry.copyId,
         data: { imageId: image.id, pool, method: made.method, ms: Math.round(made.durationMs) },
       });
-      if (!moved) throw new Error('copy row left the making state while it was being made');
+      if (!moved) throw new Error(fence === null ? 'copy row left the making state while it was being made' : `the pool's lease moved on while the copy was made (epoch ${fence}): another instance refills it now`);
       if (pool !== null) this.backoff.delete(pool);
       this.measureCopy(image, this.now() - entry.startedAt);
+      this.opts.observer?.copyMade({ volume: copy.volume, method: made.method, durationMs: made.durationMs, sizeBytes: image.sizeBytes });
       log.info({ method: made.method, ms: Math.round(made.durationMs) }, 'copy ready');
       return { ok: true, copy: { ...copy, state: 'ready', method: made.method, readyAt, copyMs: Math.round(made.durationMs) } };
     } catch (e) {

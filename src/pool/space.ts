@@ -28,6 +28,8 @@ export interface SpaceShortage {
 interface Entry {
   shortage: SpaceShortage;
   readonly imageId: string;
+  /** The image's volume: where its copies go decides which store's free space counts. */
+  readonly volume: string;
   /** A shortage of on-demand copies for a source without a pool: it lasts until one copy fits. */
   readonly onDemand: boolean;
   /** After a copy ran out of space, free bytes must grow past this before another is tried. */
@@ -52,8 +54,8 @@ export interface SpaceGateOptions {
 }
 
 export class SpaceGate {
-  /** Bytes reserved per copy in flight, released when it finishes or fails. */
-  private readonly reserved = new Map<string, number>();
+  /** Bytes reserved per copy in flight, and the store (driver) they are reserved on; released when it finishes or fails. */
+  private readonly reserved = new Map<string, { readonly bytes: number; readonly store: string | undefined }>();
   private readonly short = new Map<string, Entry>();
   private poll: NodeJS.Timeout | undefined;
   private polling = false;
@@ -67,13 +69,13 @@ export class SpaceGate {
     const entry = this.short.get(source);
     const retryable = !entry || room.rawFree > entry.retryAbove;
     if (retryable && room.neededBytes <= room.freeBytes - room.marginBytes) {
-      this.reserved.set(copyId, room.neededBytes);
+      this.reserved.set(copyId, { bytes: room.neededBytes, store: this.opts.driver.driverOf(image.volume) });
       return { ok: true };
     }
     // Reservations count bytes copies in flight have written already (free space shows them
     // too), so only what the free space alone cannot hold is a shortage; the rest waits for them.
     const short = !retryable || room.neededBytes > room.rawFree - room.marginBytes;
-    if (short) await this.mark(source, image.id, onDemand, room);
+    if (short) await this.mark(source, image, onDemand, room);
     else if (entry) entry.shortage = { ...entry.shortage, freeBytes: room.freeBytes };
     return { ok: false, short, neededBytes: room.neededBytes, freeBytes: room.freeBytes };
   }
@@ -88,7 +90,7 @@ export class SpaceGate {
    */
   async ranOut(image: Image, source: string, onDemand: boolean): Promise<void> {
     const room = await this.room(image);
-    await this.mark(source, image.id, onDemand, room);
+    await this.mark(source, image, onDemand, room);
     const entry = this.short.get(source);
     if (entry) entry.retryAbove = room.rawFree + NOISE_BYTES;
   }
@@ -135,29 +137,30 @@ export class SpaceGate {
     this.poll = undefined;
   }
 
-  /** Free bytes as the filesystem says (`rawFree`) and less reservations (`freeBytes`), and the margin to keep. */
-  private async space(): Promise<{ freeBytes: number; rawFree: number; marginBytes: number }> {
-    const space = await this.opts.driver.freeSpace();
+  /** Free bytes where copies of the image go, as the store says (`rawFree`) and less reservations there (`freeBytes`), and the margin to keep. */
+  private async space(near: Pick<Image, 'volume'>): Promise<{ freeBytes: number; rawFree: number; marginBytes: number }> {
+    const space = await this.opts.driver.freeSpace(near);
+    const store = this.opts.driver.driverOf(near.volume);
     let reserved = 0;
-    for (const n of this.reserved.values()) reserved += n;
+    for (const r of this.reserved.values()) if (r.store === store) reserved += r.bytes;
     const marginBytes = this.opts.marginBytes ?? Math.max(Math.floor(space.totalBytes / 100), Math.min(MIN_MARGIN_BYTES, Math.floor(space.totalBytes / 10)));
     return { freeBytes: Math.max(0, space.freeBytes - reserved), rawFree: space.freeBytes, marginBytes };
   }
 
   /** The space, and what one copy of the image needs. */
   private async room(image: Image): Promise<{ neededBytes: number; freeBytes: number; rawFree: number; marginBytes: number }> {
-    const [neededBytes, space] = await Promise.all([this.opts.driver.copyBytes(image), this.space()]);
+    const [neededBytes, space] = await Promise.all([this.opts.driver.copyBytes(image), this.space(image)]);
     return { neededBytes, ...space };
   }
 
-  private async mark(source: string, imageId: string, onDemand: boolean, room: { neededBytes: number; freeBytes: number; marginBytes: number }): Promise<void> {
+  private async mark(source: string, image: Pick<Image, 'id' | 'volume'>, onDemand: boolean, room: { neededBytes: number; freeBytes: number; marginBytes: number }): Promise<void> {
     const entry = this.short.get(source);
     const shortage: SpaceShortage = { kind: 'space', neededBytes: room.neededBytes, freeBytes: room.freeBytes, marginBytes: room.marginBytes, since: entry?.shortage.since ?? new Date().toISOString() };
     if (entry) {
       entry.shortage = shortage;
       return;
     }
-    this.short.set(source, { shortage, imageId, onDemand, retryAbove: -1 });
+    this.short.set(source, { shortage, imageId: image.id, volume: image.volume, onDemand, retryAbove: -1 });
     this.opts.logger.warn({ source, ...shortage }, 'short of space');
     await this.event('pool.short-of-space', source, { neededBytes: room.neededBytes, freeBytes: room.freeBytes, marginBytes: room.marginBytes });
     if (!this.stopped) this.poll ??= setInterval(() => void this.look(), this.opts.pollMs ?? 250).unref();
@@ -178,9 +181,9 @@ export class SpaceGate {
     if (this.polling) return;
     this.polling = true;
     try {
-      const { freeBytes, rawFree, marginBytes } = await this.space();
       let fits = false;
       for (const e of this.short.values()) {
+        const { freeBytes, rawFree, marginBytes } = await this.space(e);
         e.shortage = { ...e.shortage, freeBytes };
         if (rawFree > e.retryAbove && e.shortage.neededBytes <= freeBytes - marginBytes) fits = true;
       }

@@ -1,5 +1,6 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { InputError, NotFoundError, type Exporter, type Host, type Mapping, type Store } from '../domain/index.js';
+import { InputError, NotFoundError, type Exporter, type ExporterKind, type Host, type HostIscsiSecrets, type Mapping, type Store } from '../domain/index.js';
+import { checkIscsiName, initiatorNameFor, newHostAuth, targetNameFor, type IscsiHostAuth } from '../exporters/iscsi/names.js';
 
 /** A host's TLS-PSK credentials, in the key-file line format nbdinfo and qemu read (`identity:hexkey`). */
 export interface HostKey {
@@ -18,6 +19,9 @@ export interface MetaCredential {
 
 export type HostView = Host & { readonly mapping: Mapping | null };
 
+/** Told when a host's iSCSI login changes (null: the host was removed), so the iSCSI exporter lets in only the current one. */
+export type IscsiAuthSink = (hostId: string, auth: IscsiHostAuth | null) => Promise<void>;
+
 const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const VAR_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,62}$/;
@@ -28,9 +32,20 @@ export class HostService {
   constructor(
     private readonly store: Store,
     private readonly exporter: Exporter,
+    private readonly iscsi: { readonly setHostAuth: IscsiAuthSink; readonly mutual: boolean } | null = null,
   ) {}
 
-  async add(input: { id: string; mac?: string | null; labels?: Record<string, string>; vars?: Record<string, string> }): Promise<Host> {
+  async add(input: {
+    id: string;
+    mac?: string | null;
+    labels?: Record<string, string>;
+    vars?: Record<string, string>;
+    /** Its iSCSI initiator name; made from its id when not given. */
+    iqn?: string | null;
+    /** The source it is provisioned from when it network-boots with no copy. */
+    boot?: string | null;
+    exporter?: ExporterKind | null;
+  }): Promise<Host> {
     if (!HOST_ID.test(input.id)) {
       throw new InputError(`invalid host id '${input.id}': use 1-63 characters of A-Z, a-z, 0-9, '.', '_', '-'`, { field: 'id' });
     }
@@ -40,10 +55,18 @@ export class HostService {
     for (const [k, v] of Object.entries(labels)) {
       if (!LABEL_KEY.test(k) || typeof v !== 'string' || v.length > 256) throw new InputError(`invalid label '${k}'`, { field: 'labels' });
     }
-    const host: Host = { id: input.id, mac, labels, vars: checkVars(input.vars ?? {}), createdAt: new Date().toISOString() };
-    await this.store.insertHost(host, { type: 'host.added', subject: host.id, data: { mac } });
+    const iqn = input.iqn ? checkIscsiName(input.iqn, 'iqn') : initiatorNameFor(input.id);
+    const boot = input.boot ?? null;
+    if (boot !== null && (typeof boot !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._:@-]{0,79}$/.test(boot))) {
+      throw new InputError(`invalid boot source '${String(boot)}': a source name such as ubuntu-24.04 or ubuntu-24.04@3`, { field: 'boot' });
+    }
+    const exporter = input.exporter ?? null;
+    if (exporter !== null && exporter !== 'nbd' && exporter !== 'iscsi') throw new InputError(`exporter must be 'nbd' or 'iscsi'`, { field: 'exporter' });
+    const host: Host = { id: input.id, mac, labels, vars: checkVars(input.vars ?? {}), createdAt: new Date().toISOString(), iqn, boot, exporter };
+    await this.store.insertHost(host, { type: 'host.added', subject: host.id, data: { mac, iqn, boot, exporter } });
     await this.rotateKey(host.id);
     await this.rotateMetaCredential(host.id);
+    await this.rotateIscsiAuth(host.id);
     return host;
   }
 
@@ -67,6 +90,12 @@ export class HostService {
     const h = await this.store.getHost(id);
     if (!h) throw new NotFoundError('host', id);
     return h;
+  }
+
+  /** The host with this MAC (any case, ':' or '-'), if one has it. */
+  async getByMac(mac: string): Promise<Host | undefined> {
+    const m = mac.toLowerCase().replaceAll('-', ':');
+    return MAC.test(m) ? this.store.getHostByMac(m) : undefined;
   }
 
   /** The host with the copy mapped to it, if any. */
@@ -120,10 +149,40 @@ export class HostService {
     return hostKey(id, key);
   }
 
+  /**
+   * The host's iSCSI login (initiator name, CHAP user and secrets), made on first use for hosts
+   * from before iSCSI. For the host itself and admins: a reader never sees it.
+   */
+  async iscsiAuth(id: string): Promise<IscsiHostAuth> {
+    await this.get(id);
+    const stored = await this.store.getHostIscsi(id);
+    return stored ? iscsiHostAuth(id, stored) : this.rotateIscsiAuth(id);
+  }
+
+  /** New CHAP secrets (the initiator name stays); the host's iSCSI sessions end, new ones need the new secrets. */
+  async rotateIscsiAuth(id: string): Promise<IscsiHostAuth> {
+    const host = await this.get(id);
+    const made = newHostAuth(id, host.iqn ?? initiatorNameFor(id), { mutual: this.iscsi?.mutual ?? false });
+    const secrets: HostIscsiSecrets = { iqn: made.initiator, chapSecret: made.chap.secret, mutualSecret: made.mutual?.secret ?? null };
+    await this.store.setHostIscsi(id, secrets, { type: 'host.iscsi-credentials-rotated', subject: id });
+    await this.iscsi?.setHostAuth(id, made);
+    return made;
+  }
+
   async remove(id: string): Promise<void> {
     await this.store.deleteHost(id, { type: 'host.removed', subject: id });
     this.exporter.setHostKey(id, null);
+    await this.iscsi?.setHostAuth(id, null);
   }
+}
+
+/** The stored secrets as the exporter takes them: the CHAP user is the host id, the mutual one its target's name. */
+export function iscsiHostAuth(hostId: string, s: HostIscsiSecrets): IscsiHostAuth {
+  return {
+    initiator: s.iqn,
+    chap: { user: hostId, secret: s.chapSecret },
+    ...(s.mutualSecret !== null && { mutual: { user: targetNameFor(hostId), secret: s.mutualSecret } }),
+  };
 }
 
 function hostKey(hostId: string, key: string): HostKey {

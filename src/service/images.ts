@@ -5,8 +5,10 @@ import {
   BadImageError,
   ConflictError,
   NotFoundError,
+  failpoint,
   parseSourceSpec,
   validateImageName,
+  type DriverName,
   type Image,
   type ProgressListener,
   type Store,
@@ -30,6 +32,12 @@ export interface ImageServiceOptions {
   readonly onImported?: (image: Image) => void;
 }
 
+export interface ImportOptions {
+  readonly onProgress?: ProgressListener;
+  /** Where the image goes; default: where the name's latest version is, else the default driver. */
+  readonly driver?: DriverName;
+}
+
 export class ImageService {
   constructor(private readonly o: ImageServiceOptions) {}
 
@@ -38,10 +46,10 @@ export class ImageService {
    * directories, never from the data directory, symlinks resolved. A path outside gets the same
    * answer whether it exists or not.
    */
-  async importPath(name: string, path: string, onProgress?: ProgressListener): Promise<Image> {
+  async importPath(name: string, path: string, opts: ImportOptions = {}): Promise<Image> {
     validateImageName(name);
     const file = await confinedPath(path, this.o.importDirs ?? [], this.o.dataDir);
-    return this.importFile(name, file, { path: file }, onProgress);
+    return this.importFile(name, file, { path: file }, opts);
   }
 
   /**
@@ -52,7 +60,7 @@ export class ImageService {
   async importStream(
     name: string,
     chunks: AsyncIterable<Uint8Array>,
-    opts: { readonly sha256?: string; readonly totalBytes?: number; readonly origin: Record<string, unknown>; readonly onProgress?: ProgressListener },
+    opts: ImportOptions & { readonly sha256?: string; readonly totalBytes?: number; readonly origin: Record<string, unknown> },
   ): Promise<Image> {
     validateImageName(name);
     const expected = opts.sha256 === undefined ? undefined : checkSha256(opts.sha256);
@@ -64,7 +72,7 @@ export class ImageService {
       if (expected !== undefined && staged.sha256 !== expected) {
         throw new BadImageError(`the data received has sha256 ${staged.sha256}, not the expected ${expected}; nothing kept`, { sha256: staged.sha256, expected });
       }
-      return await this.importFile(name, staged.path, { ...opts.origin, receivedSha256: staged.sha256, receivedBytes: staged.bytes }, opts.onProgress);
+      return await this.importFile(name, staged.path, { ...opts.origin, receivedSha256: staged.sha256, receivedBytes: staged.bytes }, opts);
     } finally {
       await staged.discard();
     }
@@ -74,7 +82,7 @@ export class ImageService {
    * Fetches an http(s) URL and imports what it serves. The server makes the request: who may
    * ask it to is an operator (see the README's security section).
    */
-  async importUrl(name: string, url: string, opts: { readonly sha256?: string; readonly onProgress?: ProgressListener; readonly signal?: AbortSignal } = {}): Promise<Image> {
+  async importUrl(name: string, url: string, opts: ImportOptions & { readonly sha256?: string; readonly signal?: AbortSignal } = {}): Promise<Image> {
     validateImageName(name);
     const target = parseFetchUrl(url);
     if (opts.sha256 !== undefined) checkSha256(opts.sha256);
@@ -93,7 +101,8 @@ export class ImageService {
       sha256: opts.sha256,
       totalBytes: Number.isSafeInteger(length) && length >= 0 ? length : undefined,
       origin: { url: redact(target) },
-      onProgress: opts.onProgress,
+      ...(opts.onProgress && { onProgress: opts.onProgress }),
+      ...(opts.driver && { driver: opts.driver }),
     });
   }
 
@@ -101,10 +110,13 @@ export class ImageService {
    * Imports an image file as the next version of `name`. The file is hashed while it is
    * stored; an identical file to the name's latest version is refused as a clash.
    */
-  private async importFile(name: string, path: string, origin: Record<string, unknown>, onProgress?: ProgressListener): Promise<Image> {
+  private async importFile(name: string, path: string, origin: Record<string, unknown>, opts: ImportOptions): Promise<Image> {
     const { store, driver } = this.o;
     const started = Date.now();
-    const vol = await driver.importImage(path, onProgress);
+    // A name stays where its versions are unless told otherwise: its pools keep one kind of storage.
+    const where = opts.driver ?? driver.driverOf((await store.findImage(name, null))?.volume ?? '');
+    const vol = await driver.importImage(path, opts.onProgress, where);
+    failpoint('import.after-seal');
     const latest = await store.findImage(name, null);
     if (latest?.sha256 === vol.sha256) {
       await this.dropVolumeIfUnused(vol.volume);

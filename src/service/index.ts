@@ -1,9 +1,12 @@
 export { ImageService, type ImageServiceOptions } from './images.js';
-export { HostService, type HostKey, type HostView, type MetaCredential } from './hosts.js';
+export { HostService, iscsiHostAuth, type HostKey, type HostView, type IscsiAuthSink, type MetaCredential } from './hosts.js';
 export { PoolService, type PoolView } from './pools.js';
-export { ProvisioningService, type ProvisionResult, type ProvisioningOptions } from './provisioning.js';
-export { reconcile, type ReconcileReport } from './reconcile.js';
+export { ProvisioningService, type ProvisionObserver, type ProvisionResult, type ProvisioningOptions } from './provisioning.js';
+export { reconcile, removeDeadWork, ALONE, type Peers, type ReconcileReport } from './reconcile.js';
 export * from './templates.js';
 export { CopyService, type CopyView } from './copies.js';
 export { EventService } from './events.js';
+export { EventFeed, type EventFeedOptions, type EventSink, type Following } from './event-feed.js';
 export { TokenService, type NewToken, type TokenRequest } from './tokens.js';
+export { PoolHistory, emptyHistory, type PoolCounts, type PoolHistoryOptions, type PoolHistoryView } from './pool-history.js';
+export { BUNDLED_TRACES, SIMULATION_LIMITS, SimulationService, type BundledTrace, type SimulationReply, type SimulationRequest } from './simulations.js';

@@ -4,6 +4,7 @@ import {
   InputError,
   NotFoundError,
   UnavailableError,
+  failpoint,
   formatSourceSpec,
   isPrestageError,
   parseSourceSpec,
@@ -18,7 +19,7 @@ import {
   type Store,
   type VolumeDriver,
 } from '../domain/index.js';
-import { resolveSource, type Replenisher } from '../pool/index.js';
+import type { Replenisher } from '../pool/index.js';
 
 export interface ProvisionResult {
   readonly hostId: string;
@@ -41,6 +42,16 @@ interface Waiter {
   reject(e: unknown): void;
 }
 
+/**
+ * Told how each provision ended (metrics): one that claimed a copy, with its outcome, or one that
+ * was asked for an existing source and got none (`failed`: no copy came, the export failed, the
+ * server stopped). Requests refused before that (an unknown host or image) and a host asking
+ * again for the copy it has are not provisions. Called on the request path: keep it cheap.
+ */
+export interface ProvisionObserver {
+  provisioned(source: string, outcome: ProvisionOutcome | 'failed', seconds: number): void;
+}
+
 export interface ProvisioningOptions {
   readonly store: Store;
   readonly driver: VolumeDriver;
@@ -49,6 +60,8 @@ export interface ProvisioningOptions {
   readonly logger: Logger;
   /** How long a provision may wait for a copy before it gives up. Default 30 minutes. */
   readonly waitTimeoutMs?: number;
+  /** Default: nobody is told. */
+  readonly observer?: ProvisionObserver;
 }
 
 /** What a provision gets once `stop` was called: refused, or its wait for a copy ended. */
@@ -125,11 +138,12 @@ export class ProvisioningService {
     if (this.stopped) throw stoppingError(hostId, sourceRaw);
     const spec = parseSourceSpec(sourceRaw);
     const source = formatSourceSpec(spec);
-    const { store } = this.o;
-    const host = await store.getHost(hostId);
-    if (!host) throw new NotFoundError('host', hostId);
+    // One query for the host, its mapping and the image the source names (resolved as
+    // `resolveSource` does), where this read them one by one.
+    const found = await this.o.store.provisionLookup(hostId, spec.name, spec.version);
+    if (!found) throw new NotFoundError('host', hostId);
+    const { host, mapping: mapped, image } = found;
 
-    const mapped = await store.getMapping(hostId);
     if (mapped) return this.existing(mapped, source, started);
     const inFlight = this.pending.get(hostId);
     if (inFlight) {
@@ -137,16 +151,24 @@ export class ProvisioningService {
       return { ...(await inFlight.result), existing: true };
     }
 
-    const image = await resolveSource(store, spec);
     if (!image) throw new NotFoundError('image', source);
     await this.checkPerHostValues(host, image);
     this.o.replenisher.recordDemand(source);
-    if (image.state !== 'ready') throw new UnavailableError(`${image.name}@${image.version} is not available (its volume is ${image.state})`, { image: source });
+    if (image.state !== 'ready') {
+      this.o.observer?.provisioned(source, 'failed', (performance.now() - started) / 1000);
+      throw new UnavailableError(`${image.name}@${image.version} is not available (its volume is ${image.state})`, { image: source });
+    }
 
     const result = this.claimOrWait(hostId, source, image, started);
     this.pending.set(hostId, { source, result });
     try {
-      return await result;
+      const r = await result;
+      // A request that lost the claim race to its own twin got the twin's copy: the twin counts it.
+      if (!r.existing) this.o.observer?.provisioned(source, r.outcome, r.waitMs / 1000);
+      return r;
+    } catch (e) {
+      this.o.observer?.provisioned(source, 'failed', (performance.now() - started) / 1000);
+      throw e;
     } finally {
       this.pending.delete(hostId);
     }
@@ -182,6 +204,7 @@ export class ProvisioningService {
     }
     let outcome: ProvisionOutcome = 'warm';
     if (claimed) {
+      failpoint('claim.after-claim');
       replenisher.poke();
     } else {
       const startedAtMs = Date.now();
@@ -189,6 +212,7 @@ export class ProvisioningService {
       outcome = Date.parse(claimed.copy.createdAt) < startedAtMs ? 'joined' : 'cold';
     }
     const access = await this.exportOrUndo(claimed.mapping, claimed.copy);
+    failpoint('export.after-export');
     const waitMs = performance.now() - started;
     this.o.logger.info({ hostId, copyId: claimed.copy.id, source, outcome, waitMs: Math.round(waitMs * 10) / 10 }, 'provisioned');
     return { hostId, source, image: `${image.name}@${image.version}`, copyId: claimed.copy.id, access, outcome, existing: false, waitMs };
@@ -319,8 +343,10 @@ export class ProvisioningService {
     if (!(await store.getHost(hostId))) throw new NotFoundError('host', hostId);
     const copy = await store.unmap(hostId, { type: 'host.released', subject: hostId });
     if (!copy) throw new NotFoundError('mapping of host', hostId);
+    failpoint('release.after-unmap');
     await exporter.unexport(hostId);
     await driver.removeCopy(copy.id);
+    failpoint('release.after-remove');
     await store.moveCopy(copy.id, 'releasing', 'gone', {}, { type: 'copy.gone', subject: copy.id, data: { reason: 'released', hostId } });
     replenisher.poke(true);
     this.o.logger.info({ hostId, copyId: copy.id }, 'released');
@@ -337,6 +363,20 @@ export class ProvisioningService {
       n++;
     }
     return n;
+  }
+
+  /**
+   * A copy came ready on another instance (told over the cluster bus): a provision waiting here
+   * for its image may take it, at once rather than when its own copy is done.
+   */
+  copyReadyElsewhere(copyId: string, imageId: string): void {
+    if (this.stopped || (this.waiters.get(imageId)?.length ?? 0) === 0) return;
+    void this.o.store
+      .getCopy(copyId)
+      .then((copy) => {
+        if (copy?.state === 'ready') this.onCopyReady(copy);
+      })
+      .catch((err: unknown) => this.o.logger.warn({ err, copyId }, 'a copy made ready elsewhere could not be read'));
   }
 
   /** Provisions still waiting for a copy, by image id. */

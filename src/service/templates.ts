@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import {
   ConflictError,
   NotFoundError,
+  failpoint,
   formatBytes,
   isPrestageError,
   newId,
@@ -25,6 +26,14 @@ import type { Replenisher } from '../pool/index.js';
 import { ensureDefaultPool, insertNextVersion } from './image-versions.js';
 import PQueue from 'p-queue';
 
+/** Told when template builds end and rollovers complete (metrics). */
+export interface TemplateObserver {
+  /** A build ended: `done`, `unchanged` or `failed`, with its `buildMs` and, for a rebuild on a new base, its `rolloverMs`. */
+  buildFinished(build: TemplateBuild): void;
+  /** The template's pool holds its target of new-version spares, `refilledMs` after the new base version appeared. */
+  refilled(template: string, refilledMs: number): void;
+}
+
 export interface TemplateServiceOptions {
   readonly store: Store;
   readonly driver: VolumeDriver;
@@ -41,6 +50,10 @@ export interface TemplateServiceOptions {
    * templates following it would otherwise start them all together.
    */
   readonly maxConcurrentBuilds?: number;
+  /** The instance running the builds (recorded on each, so a dead one's builds are found). */
+  readonly instanceId?: () => string;
+  /** Default: nobody is told. */
+  readonly observer?: TemplateObserver;
 }
 
 export interface TemplateView extends TemplateRecord {
@@ -249,17 +262,22 @@ export class TemplateService {
       buildMs: null,
       rolloverMs: null,
       refilledMs: null,
+      owner: this.o.instanceId?.() ?? null,
     };
     await store.insertBuild(build);
     log(`build ${build.id} of template '${name}' (${trigger}) on ${base.name}@${base.version} (${formatBytes(base.sizeBytes)}, sha256 ${base.sha256})`);
-    const scratchId = newId('tpl');
+    // Named by the build, so that whoever finds the build interrupted knows which volume to remove.
+    const scratchId = build.id;
     try {
-      const made = await driver.makeCopy(base, scratchId);
-      log(`working copy made by ${made.method} in ${made.durationMs} ms`);
+      const scratch = await driver.scratchFile(base, scratchId);
+      failpoint('template.after-scratch');
+      log(`working copy made by ${scratch.method} in ${scratch.durationMs} ms`);
       // The base's import time, not the clock: the same inputs build the same bytes.
       const epoch = Math.floor(Date.parse(base.createdAt) / 1000);
-      await this.o.customizer.customize(driver.copyVolumeFor(scratchId), planFromSpec(t.spec, epoch), log);
-      const sealed = await driver.importImage(driver.copyVolumeFor(scratchId));
+      await this.o.customizer.customize(scratch.path, planFromSpec(t.spec, epoch), log);
+      // A template version lives where its base does, so its pool keeps one kind of storage.
+      const sealed = await driver.importImage(scratch.path, undefined, driver.driverOf(base.volume));
+      failpoint('template.after-seal');
       log(`sealed read-only: sha256 ${sealed.sha256}`);
       const latest = await store.findImage(name, null);
       let image: Image;
@@ -289,12 +307,14 @@ export class TemplateService {
       build = { ...build, log: lines.join('\n') };
       await store.updateBuild(build.id, build, { type: `template.${build.state === 'done' ? 'built' : 'unchanged'}`, subject: `${name}@${image.version}`, data: { buildId: build.id, buildMs: build.buildMs, rolloverMs: build.rolloverMs } });
       logger.info({ template: name, version: image.version, state: build.state, buildMs: build.buildMs }, 'template built');
+      this.o.observer?.buildFinished(build);
       if (build.state === 'done') await this.afterNewVersion(name, image, build, since ?? started);
       return build;
     } catch (e) {
       log(`failed: ${e instanceof Error ? e.message : String(e)}`);
       const finished = Date.now();
       build = { ...build, state: 'failed', error: e instanceof Error ? e.message : String(e), log: lines.join('\n'), finishedAt: new Date(finished).toISOString(), buildMs: finished - started };
+      this.o.observer?.buildFinished(build);
       await store.updateBuild(build.id, build, { type: 'template.build-failed', subject: name, data: { buildId: build.id, error: build.error } });
       logger.warn({ template: name, err: e }, 'template build failed');
       throw isPrestageError(e) ? e : new ConflictError(`template '${name}' build failed: ${build.error}`, { buildId: build.id }, { cause: e });
@@ -324,6 +344,7 @@ export class TemplateService {
             const refilledMs = Date.now() - since;
             await this.o.store.updateBuild(build.id, { refilledMs }, { type: 'template.rolled-over', subject: `${name}@${image.version}`, data: { buildId: build.id, rolloverMs: build.rolloverMs, refilledMs } });
             this.o.logger.info({ template: name, version: image.version, refilledMs }, 'template pool holds new-version spares');
+            this.o.observer?.refilled(name, refilledMs);
           }
           if (done || Date.now() > deadline) {
             clearInterval(timer);

@@ -20,7 +20,7 @@ const UNIQUE: Readonly<Record<string, (detail: string) => PrestageError>> = {
   api_tokens_sha256_key: () => new ConflictError('that token secret exists already'),
 };
 
-/** SQLSTATE classes and socket errors that mean the database is not there (now). */
+/** SQLSTATE classes and socket errors that mean the database is not there (now); pg's own errors for a lost connection carry no code, only their text. */
 const GONE = /^(08|57P0[123]|53300)/;
 const SOCKET = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH']);
 
@@ -42,7 +42,7 @@ export function translateDbError(e: unknown): unknown {
   }
   if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') return new ConflictError('conflicts with a row that exists', {}, { cause: e });
   if (code === 'SQLITE_BUSY') return new UnavailableError('the state database is busy; try again', {}, { cause: e });
-  if ((code !== undefined && (GONE.test(code) || SOCKET.has(code))) || /Connection terminated|timeout exceeded when trying to connect/i.test(message)) {
+  if ((code !== undefined && (GONE.test(code) || SOCKET.has(code))) || /Connection terminated|timeout exceeded when trying to connect|not queryable/i.test(message)) {
     return new UnavailableError('the state database is unavailable; try again once it is back', { dbCode: code ?? null }, { cause: e });
   }
   return e;

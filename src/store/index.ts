@@ -3,4 +3,4 @@ export { openSqliteStore, type SqliteStoreOptions } from './sqlite.js';
 export type { SqlDialectName } from './migrations.js';
 export { openPostgresStore, type PostgresStoreOptions } from './postgres.js';
 export { translateDbError, withDbErrors } from './db-errors.js';
-export { lockPostgresState, type PgInstanceLock } from './pg-instance-lock.js';
+export { lockPostgresStartup, type PgStartupLock } from './pg-startup-lock.js';

@@ -192,6 +192,56 @@ function migrations(dialect: SqlDialectName): Record<string, Migration> {
         }
       },
     },
+    '0007_cluster': {
+      async up(db: Kysely<unknown>) {
+        // Several instances on one database: who is alive, who refills which pool, and who
+        // made which copy, so that a dead instance's unfinished work is found and nobody else's.
+        await db.schema
+          .createTable('instances')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('host', 'text', (c) => c.notNull())
+          .addColumn('pid', 'integer', (c) => c.notNull())
+          .addColumn('version', 'text', (c) => c.notNull())
+          .addColumn('api', 'text')
+          .addColumn('nbd', 'text')
+          .addColumn('started_at', 'text', (c) => c.notNull())
+          .addColumn('heartbeat_at', 'text', (c) => c.notNull())
+          .addColumn('stopped_at', 'text')
+          .addColumn('reaped_at', 'text')
+          .addColumn('reaped_by', 'text')
+          .execute();
+        await db.schema
+          .createTable('pool_leases')
+          .addColumn('source', 'text', (c) => c.primaryKey())
+          .addColumn('instance_id', 'text', (c) => c.notNull())
+          .addColumn('epoch', 'bigint', (c) => c.notNull())
+          .addColumn('expires_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.alterTable('copies').addColumn('owner', 'text').execute();
+        await db.schema.alterTable('copies').addColumn('fence', 'bigint').execute();
+        await db.schema.alterTable('template_builds').addColumn('owner', 'text').execute();
+      },
+    },
+    '0008_claim_order': {
+      async up(db: Kysely<unknown>) {
+        // The claim takes the oldest spare (ready_at, then id): with the id in the index that is a
+        // one-row index scan, not a read and sort of every ready spare of the image.
+        await db.schema.createIndex('copies_claim_order').on('copies').columns(['image_id', 'state', 'ready_at', 'id']).execute();
+        await db.schema.dropIndex('copies_image_state').execute();
+      },
+    },
+    '0009_host_iscsi': {
+      async up(db: Kysely<unknown>) {
+        // iSCSI and network boot: the host's initiator name (one host each: its target's ACL lets
+        // only it in), the source it boots when it has no copy, the exporter that serves it, and
+        // its CHAP secrets (kept beside its PSK, read only to hand it its own credentials).
+        for (const column of ['iqn', 'boot_source', 'exporter', 'chap_secret', 'chap_mutual_secret']) {
+          await db.schema.alterTable('hosts').addColumn(column, 'text').execute();
+        }
+        await db.schema.createIndex('hosts_iqn').on('hosts').column('iqn').unique().execute();
+      },
+    },
   };
 }
 

@@ -39,7 +39,10 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Kys
   // checked out (the client's own 'error', which nobody else listens to): its query fails with
   // UNAVAILABLE, the pool discards it and connects anew for the next one.
   pool.on('error', () => undefined);
-  pool.on('connect', (client) => client.on('error', () => undefined));
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+    preparedStatements(client);
+  });
   if (opts.schema !== undefined) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${opts.schema}`);
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   try {
@@ -48,4 +51,27 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Kys
     await db.destroy();
     throw e;
   }
+}
+
+/** Distinct statements prepared per connection at most; any beyond run unprepared. */
+const MAX_PREPARED = 512;
+
+/**
+ * Runs every parameterized statement as a named prepared statement on its connection: PostgreSQL
+ * parses and plans it once per connection instead of on every call, which is most of its CPU for
+ * the small statements of a provision. Kysely sends (text, values); the name is the text's order
+ * of first use on this connection. The set of texts is the code's queries, so it is bounded; the
+ * cap guards against a query built with a varying number of placeholders.
+ */
+function preparedStatements(client: pg.PoolClient): void {
+  const names = new Map<string, string>();
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  (client as unknown as { query: (...args: unknown[]) => unknown }).query = (config: unknown, values?: unknown, callback?: unknown) => {
+    if (typeof config === 'string' && Array.isArray(values) && values.length > 0) {
+      let name = names.get(config);
+      if (name === undefined && names.size < MAX_PREPARED) names.set(config, (name = `prestage_${names.size}`));
+      if (name !== undefined) return callback === undefined ? query({ name, text: config, values }) : query({ name, text: config, values }, callback);
+    }
+    return callback === undefined ? (values === undefined ? query(config) : query(config, values)) : query(config, values, callback);
+  };
 }

@@ -37,6 +37,10 @@ export interface CopiesTable {
   copy_ms: number | null;
   /** When its state last changed (null only if written by something older than migration 0006). */
   changed_at: string | null;
+  /** The instance that made it; null in rows from before migration 0007. */
+  owner: string | null;
+  /** Its pool lease's epoch when started as a spare; null on demand. */
+  fence: number | null;
 }
 
 export interface HostsTable {
@@ -47,6 +51,15 @@ export interface HostsTable {
   psk: string | null;
   vars: Generated<string>;
   meta_secret: string | null;
+  /** The host's iSCSI initiator name (null: from before 0009, made on first use). */
+  iqn: string | null;
+  /** The source it boots when it has no copy (`host add --boot`). */
+  boot_source: string | null;
+  /** 'nbd' | 'iscsi'; null: the server's --exporter. */
+  exporter: string | null;
+  /** Its CHAP secrets, kept like its PSK: never in a Host, only for its own credentials. */
+  chap_secret: string | null;
+  chap_mutual_secret: string | null;
 }
 
 export interface ApiTokensTable {
@@ -82,6 +95,7 @@ export interface TemplateBuildsTable {
   build_ms: number | null;
   rollover_ms: number | null;
   refilled_ms: number | null;
+  owner: string | null;
 }
 
 export interface MappingsTable {
@@ -106,7 +120,31 @@ export interface EventHorizonTable {
   before_seq: number;
 }
 
+export interface InstancesTable {
+  id: string;
+  name: string;
+  host: string;
+  pid: number;
+  version: string;
+  api: string | null;
+  nbd: string | null;
+  started_at: string;
+  heartbeat_at: string;
+  stopped_at: string | null;
+  reaped_at: string | null;
+  reaped_by: string | null;
+}
+
+export interface PoolLeasesTable {
+  source: string;
+  instance_id: string;
+  epoch: number;
+  expires_at: string;
+}
+
 export interface Database {
+  instances: InstancesTable;
+  pool_leases: PoolLeasesTable;
   images: ImagesTable;
   pools: PoolsTable;
   copies: CopiesTable;

@@ -63,7 +63,7 @@ describe('the data directory lock', () => {
       // flock belongs to the open file description: a second open is refused like another process.
       await assert.rejects(lockDataDir(dir), (e: unknown) => {
         assert.ok(e instanceof UnavailableError);
-        assert.match(e.message, new RegExp(`^data directory ${escape(dir)} is in use by another prestage \\(pid ${process.pid}, since ${escape(note.since)}\\); stop it first or use another --data$`));
+        assert.match(e.message, new RegExp(`^data directory ${escape(dir)} is in use by another prestage \\(pid ${process.pid}, since ${escape(note.since)}; instances sharing a directory must share a PostgreSQL state \\(--db\\)\\); stop it first or use another --data$`));
         return true;
       });
       assert.equal(await readFile(join(dir, LOCK_FILE), 'utf8'), noteText, 'the refused one did not touch the note');
@@ -107,7 +107,9 @@ describe('two servers on one data directory', () => {
     const data = join(dir, 'data');
     const src = join(dir, 'big.raw');
     await writeRandomFile(src, 256 << 20);
-    first = await startServe(data, ['--reflink', 'never']);
+    // Capped copies (256 MiB copied + 256 MiB verified at 128 MiB/s: about 4 s each) stay in flight
+    // far longer than a refused server takes to start and stop, whatever this machine's disk does.
+    first = await startServe(data, ['--reflink', 'never', '--copy-rate', '128MiB']);
     const server = first;
     assert.equal((await server.call('POST', '/v1/images', { name: 'big', path: src })).status, 201);
     await server.call('PUT', '/v1/pools/big', { min: 1, max: 1 });
@@ -122,7 +124,7 @@ describe('two servers on one data directory', () => {
 
     // Keep copies in flight and start the second while one is partly written, until one of its
     // attempts begins and ends within a single copy's flight, as when the copies were lost.
-    const target = 6;
+    const target = 4;
     await server.call('PUT', '/v1/pools/big', { min: target, max: target });
     const overlapped: string[] = [];
     for (let attempt = 0; attempt < 3 && overlapped.length === 0; attempt++) {
@@ -133,7 +135,7 @@ describe('two servers on one data directory', () => {
       }, 60_000, 5);
       const second = await serveExpectingFailure(data);
       assert.equal(second.code, 7, second.stderr);
-      assert.match(second.stderr, new RegExp(`prestage: data directory ${escape(data)} is in use by another prestage \\(pid ${server.child.pid}, since [0-9TZ:.-]+\\); stop it first or use another --data`));
+      assert.match(second.stderr, new RegExp(`prestage: data directory ${escape(data)} is in use by another prestage \\(pid ${server.child.pid}, since [0-9TZ:.-]+; instances sharing a directory must share a PostgreSQL state \\(--db\\)\\); stop it first or use another --data`));
       const still = (await server.call<CopyRow[]>('GET', '/v1/copies?state=making')).body.map((c) => c.id);
       overlapped.push(...making.filter((id) => still.includes(id)));
     }
@@ -159,7 +161,9 @@ describe('two servers on one data directory', () => {
     assert.ok(first);
     await first.kill('SIGKILL');
     const data = join(dir, 'data');
-    first = await startServe(data, ['--reflink', 'never']);
+    // Capped copies (256 MiB copied + 256 MiB verified at 128 MiB/s: about 4 s each) stay in flight
+    // far longer than a refused server takes to start and stop, whatever this machine's disk does.
+    first = await startServe(data, ['--reflink', 'never', '--copy-rate', '128MiB']);
     const note = JSON.parse(await readFile(join(data, LOCK_FILE), 'utf8')) as { pid: number };
     assert.equal(note.pid, first.child.pid, 'the new holder wrote its note');
     assert.equal((await first.call('GET', '/healthz')).status, 200);

@@ -152,12 +152,13 @@ describe('prestage against a running server', () => {
     const human = await cli('image', 'list');
     assert.equal(human.code, 0);
     const [header, row, ...rest] = human.stdout.trimEnd().split('\n');
-    assert.match(header!, /^REF\s+SIZE\s+SHA256\s+STATE\s+CREATED$/);
-    assert.match(row!, new RegExp(`^base@1\\s+8\\.0 MiB\\s+${imageSha.slice(0, 12)}\\s+ready\\s`));
+    assert.match(header!, /^REF\s+SIZE\s+SHA256\s+DRIVER\s+STATE\s+CREATED$/);
+    assert.match(row!, new RegExp(`^base@1\\s+8\\.0 MiB\\s+${imageSha.slice(0, 12)}\\s+file\\s+ready\\s`));
     assert.deepEqual(rest, []);
     const show = await cli('image', 'show', 'base');
     assert.equal(show.code, 0);
     assert.match(show.stdout, new RegExp(`^sha256\\s+${imageSha}$`, 'm'));
+    assert.match(show.stdout, /^driver\s+file$/m);
     assert.equal(parse<{ version: number }>(await cli('image', 'show', 'base@1', '--json')).version, 1);
   });
 
@@ -279,9 +280,12 @@ describe('prestage against a running server', () => {
     );
     const human = await cli('status');
     assert.equal(human.code, 0);
-    assert.match(human.stdout, new RegExp(`^server\\s+http://127\\.0\\.0\\.1:${port} \\(prestage ${s.version.replaceAll('.', '\\.')}\\)$`, 'm'));
-    assert.match(human.stdout, /^hosts\s+1 \(1 mapped, 0 waiting for a copy\)$/m);
-    assert.match(human.stdout, /^pools:\nSOURCE\s+IMAGE\s+POLICY/m);
+    assert.match(human.stdout, new RegExp(`^ok · prestage ${s.version.replaceAll('.', '\\.')} at http://127\\.0\\.0\\.1:${port}$`, 'm'));
+    assert.match(human.stdout, /· images 1 · hosts 1 \(1 mapped, 0 waiting\)$/m);
+    assert.match(human.stdout, /^POOL\s+READY\s+TARGET\s+MAKING\s+MAPPED\s+POLICY\nbase\s+\d+\s+\d+\s+\d+\s+1\s+static /m);
+    // One instance (SQLite): it answered, it is live and it leads the one pool.
+    assert.match(human.stdout, /^INSTANCE\s+STATE\s+HEARTBEAT\s+LEADS\n\S+ \*\s+live\s+\d+\.\d s ago\s+1: base$/m);
+    for (const line of human.stdout.split('\n')) assert.ok(line.length <= 80, `one screen of 80 columns: ${line}`);
   });
 
   it('refuses bad input with the mapped exit codes, one line each, and changes nothing', async () => {

@@ -9,6 +9,7 @@ import { createHash, randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import { BadImageError, ConflictError, InputError, NoSpaceError, PrestageError, type Progress } from '../../src/domain/index.js';
 import { FileDriver } from '../../src/drivers/index.js';
@@ -230,6 +231,31 @@ describe('FileDriver on ext4', () => {
     assert.throws(() => drv.copyVolumeFor(''), InputError);
     await assert.rejects(drv.removeImage('/etc/passwd'), InputError);
     await assert.rejects(drv.removeImage(join(dataDir, 'copies', `${'a'.repeat(64)}.raw`)), InputError);
+  });
+});
+
+describe('FileDriver with --copy-rate', () => {
+  const dataDir = join(root, 'data-rate');
+  const rate = 32 * MiB;
+  let drv: FileDriver;
+  before(async () => {
+    drv = await FileDriver.open({ dataDir, workers: 2, copyRateBytesPerSec: rate });
+  });
+  after(() => drv.close());
+
+  it('two copies at once move no more than the cap together (copy and verification), and still verify', async () => {
+    const src = join(root, 'rate.raw');
+    randomFile(src, 16 * MiB);
+    const im = await drv.importImage(src); // imports are not capped: the operator asked for them
+    const t0 = performance.now();
+    const copies = await Promise.all([drv.makeCopy(im, 'rate-1'), drv.makeCopy(im, 'rate-2')]);
+    const seconds = (performance.now() - t0) / 1000;
+    for (const c of copies) assert.equal(c.verified, 'full');
+    for (const id of ['rate-1', 'rate-2']) assert.equal(readSha256(drv.copyVolumeFor(id)), im.sha256);
+    // 2 copies × (16 MiB copied + 16 MiB hashed) = 64 MiB; the first chunk of each worker is free.
+    const capped = (64 * MiB - 2 * 16 * MiB) / rate;
+    assert.ok(seconds >= capped * 0.95, `64 MiB moved in ${seconds.toFixed(2)} s under a ${rate / MiB} MiB/s cap (at least ${capped} s)`);
+    console.log(`2 × 16 MiB copies at --copy-rate 32MiB: ${seconds.toFixed(2)} s`);
   });
 });
 

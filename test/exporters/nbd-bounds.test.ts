@@ -17,10 +17,11 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { InputError, type Copy, type Mapping } from '../../src/domain/index.js';
 import { NbdExporter } from '../../src/exporters/nbd-exporter.js';
+import { FileDevice } from '../../src/drivers/file/file-device.js';
 import { Handshake, NbdServer, nbdProtocol as p, type HandshakeConfig, type NbdExportInfo } from '../../src/exporters/nbd/index.js';
 import { makeTempDir, sha256File, waitFor, writeRandomFile } from '../helpers/files.js';
 import { ok, run } from '../helpers/nbd-tools.js';
-import { decodeOptionReplies, rawClient, rawRead } from './nbd-helpers.js';
+import { decodeOptionReplies, fileExport, rawClient, rawRead } from './nbd-helpers.js';
 import type { ChildSetup, ChildStats } from './nbd-server-child.js';
 
 const MiB = 1 << 20;
@@ -128,7 +129,7 @@ describe('NBD negotiation deadline', () => {
     dir = await makeTempDir('prestage-nbd-deadline-');
     await writeRandomFile(join(dir, 'a.img'), MiB);
     server = new NbdServer({ tls: 'psk', keys: (id) => (id === 'hostA' ? keyA : undefined), negotiationTimeoutMs: TIMEOUT, stopTimeoutMs: 500 });
-    await server.addExport({ name: 'a', path: join(dir, 'a.img'), hostId: 'hostA' });
+    await server.addExport(await fileExport({ name: 'a', path: join(dir, 'a.img'), hostId: 'hostA' }));
     ({ port } = await server.start({ host: '127.0.0.1', port: 0 }));
   });
   after(async () => {
@@ -230,7 +231,7 @@ describe('NBD option count bounds', () => {
       dir = await makeTempDir('prestage-nbd-options-');
       await writeRandomFile(join(dir, 'a.img'), MiB);
       server = new NbdServer({ tls: 'psk', keys: (id) => (id === 'hostA' ? keyA : undefined), stopTimeoutMs: 500 });
-      await server.addExport({ name: 'a', path: join(dir, 'a.img'), hostId: 'hostA' });
+      await server.addExport(await fileExport({ name: 'a', path: join(dir, 'a.img'), hostId: 'hostA' }));
       ({ port } = await server.start({ host: '127.0.0.1', port: 0 }));
     });
     after(async () => {
@@ -273,8 +274,8 @@ describe('NBD connections per host', () => {
     await writeRandomFile(join(dir, 'b.img'), MiB);
     const keys = new Map([['hostA', keyA], ['hostB', keyB]]);
     server = new NbdServer({ tls: 'psk', keys: (id) => keys.get(id), maxConnectionsPerHost: 3, stopTimeoutMs: 500 });
-    await server.addExport({ name: 'a', path: join(dir, 'a.img'), hostId: 'hostA' });
-    await server.addExport({ name: 'b', path: join(dir, 'b.img'), hostId: 'hostB' });
+    await server.addExport(await fileExport({ name: 'a', path: join(dir, 'a.img'), hostId: 'hostA' }));
+    await server.addExport(await fileExport({ name: 'b', path: join(dir, 'b.img'), hostId: 'hostB' }));
     ({ port } = await server.start({ host: '127.0.0.1', port: 0 }));
   });
   after(async () => {
@@ -323,7 +324,7 @@ describe('NBD host key change', () => {
     dir = await makeTempDir('prestage-nbd-rotate-');
     for (const [name, size] of [['a.img', MiB], ['b.img', MiB]] as const) await writeRandomFile(join(dir, name), size);
     for (const k of [keyA, keyA2]) await writeFile(keyFile(k), `hostA:${hex(k)}\n`, { mode: 0o600 });
-    exporter = new NbdExporter({ listen: { host: '127.0.0.1', port: 0 }, tls: 'psk' });
+    exporter = new NbdExporter({ listen: { host: '127.0.0.1', port: 0 }, tls: 'psk', openVolume: (volume, o) => FileDevice.open(volume, o.readOnly) });
     ({ port } = await exporter.start());
     exporter.setHostKey('hostA', hex(keyA));
     exporter.setHostKey('hostB', hex(keyB));
@@ -379,7 +380,7 @@ describe('NBD host key change', () => {
       },
       stopTimeoutMs: 500,
     });
-    await server.addExport({ name: 'a', path: join(dir, 'a.img'), hostId: 'hostA' });
+    await server.addExport(await fileExport({ name: 'a', path: join(dir, 'a.img'), hostId: 'hostA' }));
     const at = await server.start({ host: '127.0.0.1', port: 0 });
     try {
       await assert.rejects(rawClient(at.port, 'a', { psk: { identity: 'hostA', key: keyA } }));

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { ConflictError, InputError, UnavailableError } from '../../src/domain/index.js';
 import { DEFAULT_PSK_CIPHERS, NbdServer, nbdProtocol as p } from '../../src/exporters/nbd/index.js';
 import { makeTempDir, sha256File, waitFor, writeRandomFile, writeSparseFile } from '../helpers/files.js';
-import { mutate, prng } from './nbd-helpers.js';
+import { fileExport, MemoryDevice, mutate, prng } from './nbd-helpers.js';
 import { nbdToolEnv, ok, run } from '../helpers/nbd-tools.js';
 
 const MiB = 1 << 20;
@@ -127,9 +127,9 @@ for (const tls of ['psk', 'off'] as const) {
       // A deadline from accept: long enough for nbdinfo --list over 6 exports (about 200 ms per
       // export in plaintext), short enough that a stalled fuzz conversation ends within exchange()'s 5 s.
       server = new NbdServer({ tls, keys: (id) => keys.get(id), negotiationTimeoutMs: 3000, stopTimeoutMs: 2000 });
-      await server.addExport({ name: 'a-disk', path: file('a.img'), hostId: 'hostA', readOnly: true, description: 'A, sealed' });
-      await server.addExport({ name: 'b-disk', path: file('b.img'), hostId: 'hostB' });
-      for (const name of ['upload', 'scratch', 'temp', 'fuzz']) await server.addExport({ name: `a-${name}`, path: file(`${name}.img`), hostId: 'hostA' });
+      await server.addExport(await fileExport({ name: 'a-disk', path: file('a.img'), hostId: 'hostA', readOnly: true, description: 'A, sealed' }));
+      await server.addExport(await fileExport({ name: 'b-disk', path: file('b.img'), hostId: 'hostB' }));
+      for (const name of ['upload', 'scratch', 'temp', 'fuzz']) await server.addExport(await fileExport({ name: `a-${name}`, path: file(`${name}.img`), hostId: 'hostA' }));
       ({ port } = await server.start({ host: '127.0.0.1', port: 0 }));
     });
 
@@ -355,7 +355,7 @@ describe('NBD server lifecycle', () => {
     const server = new NbdServer({ tls: 'off', stopTimeoutMs: 500 });
     try {
       await writeSparseFile(join(dir, 'x.img'), 4 * MiB, []);
-      await server.addExport({ name: 'x', path: join(dir, 'x.img'), hostId: 'h' });
+      await server.addExport(await fileExport({ name: 'x', path: join(dir, 'x.img'), hostId: 'h' }));
       const { port } = await server.start({ host: '127.0.0.1', port: 0 });
       const child = spawn('nbdsh', ['-u', `nbd://127.0.0.1:${port}/x`, '-c', 'import time\nh.pread(512, 0)\nprint("ready", flush=True)\ntime.sleep(30)'], { env });
       let out = '';
@@ -387,13 +387,13 @@ describe('NBD server API', () => {
     const server = new NbdServer({ tls: 'psk', keys: () => undefined });
     try {
       await writeSparseFile(join(dir, 'x.img'), MiB, []);
-      await server.addExport({ name: 'x', path: join(dir, 'x.img'), hostId: 'h1' });
-      await server.addExport({ name: 'y', path: join(dir, 'x.img'), hostId: 'h1', readOnly: true });
-      await server.addExport({ name: 'z', path: join(dir, 'x.img'), hostId: 'h2' });
-      await assert.rejects(server.addExport({ name: 'x', path: join(dir, 'x.img'), hostId: 'h2' }), ConflictError);
-      await assert.rejects(server.addExport({ name: '', path: join(dir, 'x.img'), hostId: 'h2' }), InputError);
-      await assert.rejects(server.addExport({ name: 'dir', path: dir, hostId: 'h2', readOnly: true }), InputError);
-      await assert.rejects(server.addExport({ name: 'gone', path: join(dir, 'missing.img'), hostId: 'h2' }), /ENOENT/);
+      await server.addExport(await fileExport({ name: 'x', path: join(dir, 'x.img'), hostId: 'h1' }));
+      await server.addExport(await fileExport({ name: 'y', path: join(dir, 'x.img'), hostId: 'h1', readOnly: true }));
+      await server.addExport(await fileExport({ name: 'z', path: join(dir, 'x.img'), hostId: 'h2' }));
+      await assert.rejects(server.addExport(await fileExport({ name: 'x', path: join(dir, 'x.img'), hostId: 'h2' })), ConflictError);
+      await assert.rejects(server.addExport(await fileExport({ name: '', path: join(dir, 'x.img'), hostId: 'h2' })), InputError);
+      await assert.rejects(fileExport({ name: 'dir', path: dir, hostId: 'h2', readOnly: true }).then((spec) => server.addExport(spec)), InputError);
+      await assert.rejects(fileExport({ name: 'gone', path: join(dir, 'missing.img'), hostId: 'h2' }).then((spec) => server.addExport(spec)), /ENOENT/);
       assert.deepEqual(server.listExports().map((e) => [e.name, e.size, e.readOnly]), [['x', MiB, false], ['y', MiB, true], ['z', MiB, false]]);
       await server.start({ host: '127.0.0.1', port: 0 });
       await assert.rejects(server.start({ host: '127.0.0.1', port: 0 }), ConflictError);
@@ -406,6 +406,6 @@ describe('NBD server API', () => {
       await rm(dir, { recursive: true, force: true });
     }
     assert.equal(server.state, 'STOPPED');
-    await assert.rejects(server.addExport({ name: 'late', path: '/dev/null', hostId: 'h' }), UnavailableError);
+    await assert.rejects(server.addExport({ name: 'late', device: new MemoryDevice(4096), volume: 'memory', hostId: 'h' }), UnavailableError);
   });
 });

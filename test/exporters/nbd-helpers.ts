@@ -3,9 +3,18 @@ import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
-import { DEFAULT_PSK_CIPHERS, nbdProtocol as p, type BlockDevice } from '../../src/exporters/nbd/index.js';
+import { FileDevice } from '../../src/drivers/file/file-device.js';
+import { DEFAULT_PSK_CIPHERS, nbdProtocol as p, type BlockDevice, type NbdExportSpec } from '../../src/exporters/nbd/index.js';
 
 const SECTOR = 512;
+
+/** An export of a regular file, as the file driver would open it. */
+export type FileExportSpec = Omit<NbdExportSpec, 'device' | 'volume'> & { readonly path: string };
+
+export async function fileExport(spec: FileExportSpec): Promise<NbdExportSpec> {
+  const { path, ...rest } = spec;
+  return { ...rest, device: await FileDevice.open(path, spec.readOnly ?? false), volume: path };
+}
 
 /** A device in memory that tracks allocation per 512-byte sector, like a sparse file. */
 export class MemoryDevice implements BlockDevice {
@@ -31,6 +40,10 @@ export class MemoryDevice implements BlockDevice {
 
   flush(): Promise<void> {
     this.flushes++;
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
     return Promise.resolve();
   }
 

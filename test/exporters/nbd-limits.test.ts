@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { NbdServer } from '../../src/exporters/nbd/index.js';
 import { makeTempDir, waitFor, writeSparseFile } from '../helpers/files.js';
 import { ok } from '../helpers/nbd-tools.js';
+import { fileExport } from './nbd-helpers.js';
 
 /** Opens a connection from `localAddress` and tells whether the server's greeting (NBDMAGIC) arrived or the socket was closed without one. */
 function knock(port: number, localAddress: string): Promise<{ greeted: boolean; socket: Socket }> {
@@ -33,7 +34,7 @@ describe('NBD connection caps', () => {
     dir = await makeTempDir('prestage-nbd-caps-');
     await writeSparseFile(join(dir, 'x.img'), 1 << 20, []);
     server = new NbdServer({ tls: 'off', maxConnections: 30, maxConnectionsPerAddress: 20, negotiationTimeoutMs: 30_000, stopTimeoutMs: 500 });
-    await server.addExport({ name: 'x', path: join(dir, 'x.img'), hostId: 'h' });
+    await server.addExport(await fileExport({ name: 'x', path: join(dir, 'x.img'), hostId: 'h' }));
     ({ port } = await server.start({ host: '127.0.0.1', port: 0 }));
   });
   after(async () => {

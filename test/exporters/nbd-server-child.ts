@@ -4,13 +4,14 @@
  * a ChildSetup as JSON. Sends { port } once listening; answers
  * 'stats' with { rss, peakRss, connectionsOpen } (peak since the last 'stats'); 'stop' stops.
  */
-import { NbdServer, type NbdExportSpec, type NbdServerOptions } from '../../src/exporters/nbd/index.js';
+import { NbdServer, type NbdServerOptions } from '../../src/exporters/nbd/index.js';
+import { fileExport, type FileExportSpec } from './nbd-helpers.js';
 
 export interface ChildSetup {
   readonly options: Omit<NbdServerOptions, 'keys' | 'logger'>;
   /** Host id → PSK (hex), for `tls: 'psk'`. */
   readonly keys?: Readonly<Record<string, string>>;
-  readonly exports: readonly NbdExportSpec[];
+  readonly exports: readonly FileExportSpec[];
 }
 
 export interface ChildStats {
@@ -23,7 +24,7 @@ export interface ChildStats {
 const send = (msg: unknown) => process.send?.(msg);
 const { options, keys, exports } = JSON.parse(process.argv[2] ?? '{}') as ChildSetup;
 const server = new NbdServer({ ...options, keys: (id) => (keys?.[id] === undefined ? undefined : Buffer.from(keys[id], 'hex')) });
-for (const e of exports) await server.addExport(e);
+for (const e of exports) await server.addExport(await fileExport(e));
 const { port } = await server.start({ host: '127.0.0.1', port: 0 });
 
 // RSS is sampled often: a buffer held for a moment still counts against the bound.

@@ -13,6 +13,7 @@ import { makeTempDir, sha256File, writeRandomFile } from '../helpers/files.js';
 import { ok, run, type ToolRun as Run } from '../helpers/nbd-tools.js';
 import { makePki, type Pki } from '../helpers/pki.js';
 import { startServe, type ServeProcess } from '../helpers/server.js';
+import { fileExport } from './nbd-helpers.js';
 
 const MiB = 1 << 20;
 
@@ -51,8 +52,8 @@ describe('NBD server with TLS X.509 client certificates', () => {
     await writeRandomFile(join(dir, 'b.img'), 8 * MiB);
     const read = (f: string) => readFile(join(pki.serverDir, f));
     server = new NbdServer({ tls: 'x509', x509: { ca: await read('ca-cert.pem'), cert: await read('server-cert.pem'), key: await read('server-key.pem') }, negotiationTimeoutMs: 2000, stopTimeoutMs: 2000 });
-    await server.addExport({ name: 'a-disk', path: join(dir, 'a.img'), hostId: 'hostA' });
-    await server.addExport({ name: 'b-disk', path: join(dir, 'b.img'), hostId: 'hostB' });
+    await server.addExport(await fileExport({ name: 'a-disk', path: join(dir, 'a.img'), hostId: 'hostA' }));
+    await server.addExport(await fileExport({ name: 'b-disk', path: join(dir, 'b.img'), hostId: 'hostB' }));
     ({ port } = await server.start({ host: '127.0.0.1', port: 0 }));
   });
 

@@ -35,16 +35,30 @@ export interface ServeProcess {
   kill(signal: NodeJS.Signals): Promise<void>;
 }
 
-/** `prestage serve` as a user starts it, in a child process, ready once /healthz answers. */
-export async function startServe(dataDir: string, extraArgs: readonly string[] = []): Promise<ServeProcess> {
+/**
+ * `prestage serve` as a user starts it, in a child process, ready once /healthz answers.
+ * `env` is added to this process's environment for the child (e.g. PRESTAGE_FAILPOINTS).
+ */
+/** Until startServe returns, nobody else holds the child: on a failure it must not outlive the test run. */
+async function guardChild<T>(child: ChildProcess, step: Promise<T>): Promise<T> {
+  try {
+    return await step;
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  }
+}
+
+export async function startServe(dataDir: string, extraArgs: readonly string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServeProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const child = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--nbd-listen', '127.0.0.1:0', '--log-level', 'warn', '--import-dir', tmpdir(), ...extraArgs], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let err = '';
   child.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
-  await waitFor(
+  await guardChild(child, waitFor(
     'prestage serve to answer /healthz',
     async () => {
       if (child.exitCode !== null) throw new Error(`prestage serve exited ${child.exitCode}: ${err}`);
@@ -53,8 +67,8 @@ export async function startServe(dataDir: string, extraArgs: readonly string[] =
     },
     60_000,
     100,
-  );
-  const token = (await readFile(join(dataDir, 'admin.token'), 'utf8')).trim();
+  ));
+  const token = (await guardChild(child, readFile(join(dataDir, 'admin.token'), 'utf8'))).trim();
   return {
     url,
     child,

@@ -54,7 +54,7 @@ describe('the packed package, installed into an empty folder', () => {
     assert.equal(manifest.private, undefined);
     assert.equal(manifest.license, 'Apache-2.0');
     assert.ok(Array.isArray(manifest.files));
-    for (const f of ['LICENSE', 'README.md', 'bin/prestage.js', 'dist/cli/main.js', 'dist/drivers/file/copy-worker.js', 'docs/design.md', 'data/traces/azure-v1/LICENSE']) {
+    for (const f of ['LICENSE', 'README.md', 'bin/prestage.js', 'dist/cli/main.js', 'dist/drivers/file/copy-worker.js', 'dist/service/simulation-worker.js', 'dist/web/index.html', 'docs/design.md', 'data/traces/azure-v1/LICENSE']) {
       assert.ok(existsSync(join(pkg, f)), `${f} is in the package`);
     }
     assert.ok(!existsSync(join(pkg, 'src')), 'no TypeScript sources');

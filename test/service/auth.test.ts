@@ -1,5 +1,5 @@
 // Who may call what. Every route of the API, with every kind of caller (no token, a wrong one,
-// admin, operator, reader, a host's own token on itself and on another host), gets the answer
+// admin, operator, reader, a scrape-only metrics token, a host's own token on itself and on another host), gets the answer
 // its declared access says: 401, 403, or through. The table below is the reviewed list of
 // routes and their access; a route the server has that the table lacks fails the test, so a new
 // route cannot ship without someone deciding who may call it.
@@ -50,13 +50,22 @@ const EXPECTED: Readonly<Record<string, Access>> = {
   'GET /v1/tasks': 'read',
   'GET /v1/events': 'read',
   'GET /v1/status': 'read',
+  'GET /v1/instances': 'read',
+  'GET /v1/pools/:source/history': 'read',
+  'GET /v1/simulate/traces': 'read',
+  'POST /v1/simulate': 'read',
+  'GET /v1/whoami': 'read',
+  'GET /': 'public',
+  'GET /v1/boot/ipxe': 'public',
+  'GET /assets/*': 'public',
   'POST /v1/tokens': 'admin',
   'GET /v1/tokens': 'admin',
   'DELETE /v1/tokens/:name': 'admin',
+  'GET /metrics': 'metrics',
 };
 
-type Caller = 'none' | 'wrong' | 'admin' | 'operator' | 'reader' | 'host-self' | 'host-other';
-const CALLERS: readonly Caller[] = ['none', 'wrong', 'admin', 'operator', 'reader', 'host-self', 'host-other'];
+type Caller = 'none' | 'wrong' | 'admin' | 'operator' | 'reader' | 'metrics' | 'host-self' | 'host-other';
+const CALLERS: readonly Caller[] = ['none', 'wrong', 'admin', 'operator', 'reader', 'metrics', 'host-self', 'host-other'];
 
 /** What a caller must get from a route of an access level: refused with 401 or 403, or let through. */
 function expected(access: Access, caller: Caller): 401 | 403 | 'through' {
@@ -68,6 +77,7 @@ function expected(access: Access, caller: Caller): 401 | 403 | 'through' {
     admin: ['admin'],
     'host-read': ['admin', 'operator', 'reader', 'host-self'],
     'host-operate': ['admin', 'operator', 'host-self'],
+    metrics: ['admin', 'operator', 'reader', 'metrics'],
   };
   return roles[access].includes(caller) ? 'through' : 403;
 }
@@ -77,7 +87,8 @@ describe('every route × every role', () => {
   const secrets: Partial<Record<Caller, string>> = {};
 
   before(async () => {
-    t = await startTestApp({}, { sqlite: true }); // reads state.db itself
+    // The boot endpoint answers only listed networks: the injected requests come from loopback.
+    t = await startTestApp({ bootNetworks: '127.0.0.0/8' }, { sqlite: true }); // reads state.db itself
     for (const id of ['h1', 'h2']) assert.equal((await t.call('POST', '/v1/hosts', { id, vars: { password: `pw-${id}` } })).status, 201);
     const make = async (name: string, role: string, hostId?: string) => {
       const r = await t.call<{ token: string }>('POST', '/v1/tokens', { name, role, ...(hostId && { hostId }) });
@@ -88,6 +99,7 @@ describe('every route × every role', () => {
     secrets.admin = t.token;
     secrets.operator = await make('ops', 'operator');
     secrets.reader = await make('watch', 'reader');
+    secrets.metrics = await make('scrape', 'metrics');
     secrets['host-self'] = await make('h1-self', 'host', 'h1');
     secrets['host-other'] = secrets['host-self'];
     secrets.wrong = `pst_${'A'.repeat(43)}`;

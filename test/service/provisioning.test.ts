@@ -201,7 +201,7 @@ describe('pools sized by cost, and what their last spare buys', () => {
     assert.deepEqual([idle.plan!.reason, idle.plan!.historyCap, idle.plan!.lastSpareHitsPerHour], ['static 1', null, 0]);
 
     // The OpenAPI document describes the cost policy and the plan's new fields.
-    type Schema = { properties?: Record<string, Schema> };
+    type Schema = { properties?: Record<string, Schema>; anyOf?: Schema[] };
     type OpenApi = { paths: Record<string, { put?: { requestBody: { content: Record<string, { schema: Schema }> } } }>; components: { schemas: Record<string, Schema> } };
     const doc = (await t.call<OpenApi>('GET', '/openapi.json')).body;
     assert.deepEqual(doc.paths['/v1/pools/{source}']!.put!.requestBody.content['application/json']!.schema.properties!.missCost, {
@@ -212,6 +212,8 @@ describe('pools sized by cost, and what their last spare buys', () => {
     });
     const poolSchema = Object.values(doc.components.schemas).find((s) => s.properties?.prewarm !== undefined)!;
     assert.ok(poolSchema.properties!.policy!.properties!.missCostSpareHours);
-    for (const field of ['granted', 'historyCap', 'lastSpareHitsPerHour', 'lastSpareHitsPerHourPerGiB']) assert.ok(poolSchema.properties!.plan!.properties![field], field);
+    // OpenAPI 3.1: the nullable plan is `anyOf: [null, object]`.
+    const plan = poolSchema.properties!.plan!.anyOf!.find((s) => s.properties !== undefined)!;
+    for (const field of ['granted', 'historyCap', 'lastSpareHitsPerHour', 'lastSpareHitsPerHourPerGiB']) assert.ok(plan.properties![field], field);
   });
 });

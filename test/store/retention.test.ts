@@ -195,7 +195,7 @@ describe(`retention property (${RUNS} generated logs)`, () => {
           await rm(d, { recursive: true, force: true });
         }
       }),
-      { numRuns: RUNS },
+      { numRuns: RUNS, ...(process.env.PRESTAGE_PROPERTY_SEED !== undefined && { seed: Number(process.env.PRESTAGE_PROPERTY_SEED), path: process.env.PRESTAGE_PROPERTY_PATH, endOnFailure: true }) },
     );
   });
 });

@@ -1,15 +1,19 @@
+import type { BootNetworks } from '../../service/boot-script.js';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Replenisher } from '../../pool/index.js';
+import type { ErrorCode, InstanceRecord } from '../../domain/index.js';
 import type {
   CopyService,
   EventService,
   HostService,
   ImageService,
+  PoolHistory,
   PoolService,
   ProvisioningService,
+  SimulationService,
   TemplateService,
   TokenService,
 } from '../../service/index.js';
@@ -17,6 +21,21 @@ import type { TaskBoard } from '../tasks.js';
 
 /** The Fastify instance the route modules register on (TypeBox types the requests). */
 export type Api = FastifyInstance<Server, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;
+
+/** One instance as `GET /v1/instances` shows it. */
+export interface InstanceInfo extends InstanceRecord {
+  readonly live: boolean;
+  readonly self: boolean;
+  readonly pools: readonly string[];
+}
+
+/** The metrics `/metrics` serves, and the API's own count of error answers. */
+export interface ApiMetrics {
+  /** The exposition in Prometheus text format, read now. */
+  render(): Promise<{ readonly contentType: string; readonly body: string }>;
+  /** An error answer went out with this code. */
+  apiError(code: ErrorCode): void;
+}
 
 export interface ApiDeps {
   readonly images: ImageService;
@@ -29,7 +48,18 @@ export interface ApiDeps {
   readonly tokens: TokenService;
   readonly replenisher: Replenisher;
   readonly logger: Logger;
+  /** The instances sharing the state (one with SQLite), with the pools each leads. */
+  readonly instances: () => Promise<readonly InstanceInfo[]>;
   readonly info: { readonly version: string; readonly dataDir: string; readonly driver: string; readonly exporter: string };
+  /** Network boot: the networks `GET /v1/boot/ipxe` answers. */
+  readonly boot: { readonly networks: BootNetworks };
+  /** The driver storing a volume (`file`, `rbd`), or undefined when none configured here does. */
+  readonly driverOf: (volume: string) => string | undefined;
+  readonly metrics: ApiMetrics;
+  /** The pools' recent past, for the dashboard's charts. */
+  readonly history: PoolHistory;
+  /** Policy comparisons on demand traces (the dashboard's simulator page). */
+  readonly simulations: SimulationService;
 }
 
 /** What every route module gets. */

@@ -1,6 +1,5 @@
-import { Type } from '@fastify/type-provider-typebox';
 import { shortageText } from '../../pool/index.js';
-import { ProblemSchema } from '../schemas.js';
+import { HealthSchema, ref } from '../schemas.js';
 import type { Api, RouteContext } from './api.js';
 
 /** What needs an operator: pools short of space. */
@@ -17,16 +16,7 @@ export function healthRoutes(app: Api, ctx: RouteContext): void {
     '/healthz',
     {
       config: { access: 'public' },
-      schema: {
-        response: {
-          200: Type.Object({
-            ok: Type.Boolean({ description: 'false while anything needs attention' }),
-            status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]),
-            replenisher: Type.String(),
-            problems: Type.Array(ProblemSchema),
-          }),
-        },
-      },
+      schema: { response: { 200: ref(HealthSchema) } },
     },
     () => {
       const list = problems(ctx);

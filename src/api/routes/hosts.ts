@@ -2,7 +2,7 @@ import { Type } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import type { HostView } from '../../service/index.js';
 import { seesSecrets } from '../access.js';
-import { HostParam, errors } from '../schemas.js';
+import { HostKeySchema, HostParam, MetaCredentialSchema, errors, ref } from '../schemas.js';
 import type { Api, RouteContext } from './api.js';
 import { Page, paged } from './paging.js';
 
@@ -13,15 +13,11 @@ function hostView(req: FastifyRequest, h: HostView): HostView {
   return seesSecrets(req) ? h : { ...h, vars: Object.fromEntries(Object.keys(h.vars).map((k) => [k, HIDDEN])) };
 }
 
-const KeySchema = Type.Object({ hostId: Type.String(), identity: Type.String(), key: Type.String(), pskFileLine: Type.String() });
-const MetaCredentialSchema = Type.Object({
-  hostId: Type.String(),
-  user: Type.String({ description: 'HTTP Basic user: the host id' }),
-  secret: Type.String({ description: 'HTTP Basic password for /v1/meta/HOST/ only' }),
-});
+const HostKey = ref(HostKeySchema);
+const MetaCredential = ref(MetaCredentialSchema);
 
 export function hostRoutes(app: Api, { deps }: RouteContext): void {
-  const { hosts, provisioning } = deps;
+  const { hosts, provisioning, tokens } = deps;
   app.post(
     '/v1/hosts',
     {
@@ -33,6 +29,9 @@ export function hostRoutes(app: Api, { deps }: RouteContext): void {
             mac: Type.Optional(Type.String({ maxLength: 17 })),
             labels: Type.Optional(Type.Record(Type.String(), Type.String())),
             vars: Type.Optional(Type.Record(Type.String(), Type.String(), { description: "values for templates' per-host params" })),
+            iqn: Type.Optional(Type.String({ maxLength: 223, description: 'its iSCSI initiator name; made from the id when not given' })),
+            boot: Type.Optional(Type.String({ maxLength: 80, description: 'the source it is provisioned from when it network-boots with no copy' })),
+            exporter: Type.Optional(Type.Union([Type.Literal('nbd'), Type.Literal('iscsi')], { description: "the exporter that serves it (with --exporter both); default the server's" })),
           },
           { additionalProperties: false },
         ),
@@ -48,7 +47,12 @@ export function hostRoutes(app: Api, { deps }: RouteContext): void {
     hostView(req, await hosts.getWithMapping(req.params.id)),
   );
   app.delete('/v1/hosts/:id', { config: { access: 'operate' }, schema: { params: HostParam, response: { 204: Type.Null(), ...errors(404, 409) } } }, async (req, reply) => {
-    await hosts.remove(req.params.id);
+    try {
+      await hosts.remove(req.params.id);
+    } finally {
+      // The host's tokens went with it (store.deleteHost): none may still pass from the token cache.
+      tokens.invalidate();
+    }
     return reply.status(204).send(null);
   });
   app.patch(
@@ -66,7 +70,7 @@ export function hostRoutes(app: Api, { deps }: RouteContext): void {
   );
   app.get(
     '/v1/hosts/:id/key',
-    { config: { access: 'operate' }, schema: { summary: "The host's TLS-PSK key (made on first use)", params: HostParam, response: { 200: KeySchema, ...errors(404) } } },
+    { config: { access: 'operate' }, schema: { summary: "The host's TLS-PSK key (made on first use)", params: HostParam, response: { 200: HostKey, ...errors(404) } } },
     (req) => hosts.key(req.params.id),
   );
   // No body, or an empty object: anything else is a mistake to report, not a rotation.
@@ -79,7 +83,7 @@ export function hostRoutes(app: Api, { deps }: RouteContext): void {
     '/v1/hosts/:id/key',
     {
       config: { access: 'operate' },
-      schema: { summary: "Rotate the host's TLS-PSK key (its open NBD connections are cut)", params: HostParam, ...emptyBody, response: { 200: KeySchema, ...errors(400, 404) } },
+      schema: { summary: "Rotate the host's TLS-PSK key (its open NBD connections are cut)", params: HostParam, ...emptyBody, response: { 200: HostKey, ...errors(400, 404) } },
       preValidation: noBodyIsEmpty,
     },
     (req) => hosts.rotateKey(req.params.id),
@@ -88,7 +92,7 @@ export function hostRoutes(app: Api, { deps }: RouteContext): void {
     '/v1/hosts/:id/meta-credential',
     {
       config: { access: 'operate' },
-      schema: { summary: "The host's credential for its own cloud-init documents at /v1/meta/HOST/ (HTTP Basic)", params: HostParam, response: { 200: MetaCredentialSchema, ...errors(404) } },
+      schema: { summary: "The host's credential for its own cloud-init documents at /v1/meta/HOST/ (HTTP Basic)", params: HostParam, response: { 200: MetaCredential, ...errors(404) } },
     },
     (req) => hosts.metaCredential(req.params.id),
   );
@@ -96,7 +100,7 @@ export function hostRoutes(app: Api, { deps }: RouteContext): void {
     '/v1/hosts/:id/meta-credential',
     {
       config: { access: 'operate' },
-      schema: { summary: "Rotate the host's meta-data credential", params: HostParam, ...emptyBody, response: { 200: MetaCredentialSchema, ...errors(400, 404) } },
+      schema: { summary: "Rotate the host's meta-data credential", params: HostParam, ...emptyBody, response: { 200: MetaCredential, ...errors(400, 404) } },
       preValidation: noBodyIsEmpty,
     },
     (req) => hosts.rotateMetaCredential(req.params.id),

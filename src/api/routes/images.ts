@@ -6,10 +6,14 @@ import { SHA256_HEADER } from '../headers.js';
 import type { Api, RouteContext } from './api.js';
 import { Page, paged, padded } from './paging.js';
 
-export const imageView = (i: Image) => ({ ...i, ref: `${i.name}@${i.version}` });
+export const imageView = (i: Image, driverOf: (volume: string) => string | undefined) => ({ ...i, ref: `${i.name}@${i.version}`, driver: driverOf(i.volume) ?? null });
+
+/** `driver` of an import: a name the API knows; whether it is configured is the service's answer. */
+const DriverField = Type.Optional(Type.Union([Type.Literal('file'), Type.Literal('rbd')], { description: 'where the image and its copies go; default: where the latest version of the name is, else serve --driver' }));
 
 export function imageRoutes(app: Api, { deps, tasks }: RouteContext): void {
   const { images } = deps;
+  const view = (i: Image) => imageView(i, deps.driverOf);
   // Uploads are streamed to the store as they arrive: the body is not parsed, and no body limit
   // applies (free space is the limit). Only the upload route accepts this type.
   app.addContentTypeParser('application/octet-stream', (_req, _payload, done) => done(null, undefined));
@@ -31,6 +35,7 @@ export function imageRoutes(app: Api, { deps, tasks }: RouteContext): void {
         summary: 'Upload an image (raw or qcow2, the request body as application/octet-stream) as the next version of a name',
         description: `Streamed to disk as it arrives and hashed on the way; a broken, short or mismatched upload keeps nothing. Optional header ${SHA256_HEADER}: the sha256 (hex) of the body as sent.`,
         params: NameParam,
+        querystring: Type.Object({ driver: DriverField }, { additionalProperties: false }),
         headers: Type.Object({ 'content-type': Type.Literal('application/octet-stream'), [SHA256_HEADER]: Type.Optional(Type.String({ pattern: '^[0-9a-fA-F]{64}$' })) }),
         response: { 201: { $ref: 'Image#' }, ...errors(400, 409, 422, 507) },
       },
@@ -45,8 +50,9 @@ export function imageRoutes(app: Api, { deps, tasks }: RouteContext): void {
           totalBytes: Number.isSafeInteger(length) ? length : undefined,
           origin: { upload: req.caller?.name ?? null },
           onProgress: progress.onProgress,
+          ...(req.query.driver !== undefined && { driver: req.query.driver }),
         });
-        return await reply.status(201).send(imageView(image));
+        return await reply.status(201).send(view(image));
       } finally {
         progress.end();
       }
@@ -66,6 +72,7 @@ export function imageRoutes(app: Api, { deps, tasks }: RouteContext): void {
             url: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
             sha256: Type.Optional(Type.String({ pattern: '^[0-9a-fA-F]{64}$' })),
             path: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
+            driver: DriverField,
           },
           { additionalProperties: false },
         ),
@@ -73,24 +80,25 @@ export function imageRoutes(app: Api, { deps, tasks }: RouteContext): void {
       },
     },
     async (req, reply) => {
-      const { name, url, path, sha256 } = req.body;
+      const { name, url, path, sha256, driver } = req.body;
       if ((url === undefined) === (path === undefined)) throw new InputError('give exactly one of url (the server downloads it) and path (a file on the server)', {});
       if (path !== undefined && sha256 !== undefined) throw new InputError('sha256 goes with url; a path is hashed as it is read', {});
       if (path !== undefined && req.caller?.role !== 'admin') throw new ForbiddenError('importing a file on the server takes an admin token; upload it instead (PUT /v1/images/NAME)', {});
       const progress = track(url !== undefined ? 'download' : 'import', name);
       try {
-        const image = url !== undefined ? await images.importUrl(name, url, { sha256, onProgress: progress.onProgress }) : await images.importPath(name, path!, progress.onProgress);
-        return await reply.status(201).send(imageView(image));
+        const opts = { onProgress: progress.onProgress, ...(driver !== undefined && { driver }) };
+        const image = url !== undefined ? await images.importUrl(name, url, { ...opts, sha256 }) : await images.importPath(name, path!, opts);
+        return await reply.status(201).send(view(image));
       } finally {
         progress.end();
       }
     },
   );
   app.get('/v1/images', { config: { access: 'read' }, schema: { querystring: Page, response: { 200: Type.Array(Type.Unsafe({ $ref: 'Image#' })) } } }, async (req, reply) =>
-    paged(req, reply, await images.list(), (i) => `${i.name}@${padded(i.version)}`).map(imageView),
+    paged(req, reply, await images.list(), (i) => `${i.name}@${padded(i.version)}`).map(view),
   );
   app.get('/v1/images/:ref', { config: { access: 'read' }, schema: { params: RefParam, response: { 200: { $ref: 'Image#' }, ...errors(400, 404) } } }, async (req) =>
-    imageView(await images.get(req.params.ref)),
+    view(await images.get(req.params.ref)),
   );
   app.delete(
     '/v1/images/:ref',

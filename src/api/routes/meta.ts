@@ -1,8 +1,12 @@
 import { Type } from '@fastify/type-provider-typebox';
 import { NotFoundError, UnauthorizedError } from '../../domain/index.js';
+import { errors } from '../schemas.js';
 import type { Api, RouteContext } from './api.js';
 
 const DOCUMENTS = ['meta-data', 'user-data', 'network-config', 'vendor-data'] as const;
+
+/** A reply in plain text, as cloud-init reads it. */
+const Text = (description: string) => ({ description, content: { 'text/plain': { schema: Type.String() } } });
 
 /** HTTP Basic credentials, or undefined when absent or malformed. */
 function basicAuth(header: string | undefined): { user: string; secret: string } | undefined {
@@ -32,7 +36,11 @@ export function metaRoutes(app: Api, { deps }: RouteContext): void {
     '/v1/meta/:id/',
     {
       config: { access: 'public' },
-      schema: { summary: "The list of a host's cloud-init documents (HTTP Basic: the host id and its meta-data credential)", params: Type.Object({ id: Id }) },
+      schema: {
+        summary: "The list of a host's cloud-init documents (HTTP Basic: the host id and its meta-data credential)",
+        params: Type.Object({ id: Id }),
+        response: { 200: Text('the names of the documents, one a line'), ...errors(401) },
+      },
     },
     async (req, reply) => {
       await authenticate(req.params.id, req.headers.authorization, reply);
@@ -48,6 +56,7 @@ export function metaRoutes(app: Api, { deps }: RouteContext): void {
       schema: {
         summary: "A host's cloud-init NoCloud-net document (HTTP Basic: the host id and its meta-data credential)",
         params: Type.Object({ id: Id, doc: Type.Union(DOCUMENTS.map((d) => Type.Literal(d))) }),
+        response: { 200: Text('the document (YAML), as cloud-init reads it'), ...errors(401, 404) },
       },
     },
     async (req, reply) => {

@@ -13,13 +13,13 @@ import { Page, PageFields, paged, padded } from './paging.js';
 export const buildView = ({ spec: _spec, log: _log, ...b }: TemplateBuild) => b;
 
 /** A reader sees a template's name, base, versions and builds; its spec (files, params, seed documents) may hold secrets. */
-function templateView(req: FastifyRequest, t: TemplateView) {
+function templateView(req: FastifyRequest, t: TemplateView, driverOf: (volume: string) => string | undefined) {
   return {
     ...t,
     spec: seesSecrets(req) ? t.spec : HIDDEN,
     base: t.spec.base,
     rebuild: t.spec.rebuild,
-    versions: t.versions.map(imageView),
+    versions: t.versions.map((i) => imageView(i, driverOf)),
     latestBuild: t.latestBuild && buildView(t.latestBuild),
   };
 }
@@ -49,17 +49,17 @@ export function templateRoutes(app: Api, { deps, tasks }: RouteContext): void {
       const task = tasks.begin('build', (req.body as { name: string }).name);
       try {
         const r = await templates.apply(req.body);
-        return await reply.status(201).send({ template: templateView(req, r.template), build: buildView(r.build) });
+        return await reply.status(201).send({ template: templateView(req, r.template, deps.driverOf), build: buildView(r.build) });
       } finally {
         tasks.end(task);
       }
     },
   );
   app.get('/v1/templates', { config: { access: 'read' }, schema: { querystring: Page, response: { 200: Type.Array(Type.Unsafe({ $ref: 'Template#' })) } } }, async (req, reply) =>
-    paged(req, reply, await templates.list(), (t) => t.name).map((t) => templateView(req, t)),
+    paged(req, reply, await templates.list(), (t) => t.name).map((t) => templateView(req, t, deps.driverOf)),
   );
   app.get('/v1/templates/:name', { config: { access: 'read' }, schema: { params: TemplateParam, response: { 200: { $ref: 'Template#' }, ...errors(404) } } }, async (req) =>
-    templateView(req, await templates.get(req.params.name)),
+    templateView(req, await templates.get(req.params.name), deps.driverOf),
   );
   app.post(
     '/v1/templates/:name/build',

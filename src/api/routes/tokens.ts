@@ -1,16 +1,7 @@
 import { Type } from '@sinclair/typebox';
-import { errors } from '../schemas.js';
+import { NewTokenSchema, RoleSchema as Role, TokenSchema, errors, ref } from '../schemas.js';
 import type { Api, RouteContext } from './api.js';
 import { Page, paged } from './paging.js';
-
-const Role = Type.Union([Type.Literal('admin'), Type.Literal('operator'), Type.Literal('reader'), Type.Literal('host')]);
-const TokenSchema = Type.Object({
-  name: Type.String(),
-  role: Role,
-  hostId: Type.Union([Type.String(), Type.Null()]),
-  createdAt: Type.String(),
-  expiresAt: Type.Union([Type.String(), Type.Null()]),
-});
 
 /** API tokens: admin only. The secret is in the reply that makes it and nowhere else. */
 export function tokenRoutes(app: Api, { deps }: RouteContext): void {
@@ -30,12 +21,12 @@ export function tokenRoutes(app: Api, { deps }: RouteContext): void {
           },
           { additionalProperties: false },
         ),
-        response: { 201: Type.Composite([TokenSchema, Type.Object({ token: Type.String() })]), ...errors(400, 404, 409) },
+        response: { 201: ref(NewTokenSchema), ...errors(400, 404, 409) },
       },
     },
     async (req, reply) => reply.status(201).send(await tokens.create(req.body)),
   );
-  app.get('/v1/tokens', { config: { access: 'admin' }, schema: { querystring: Page, response: { 200: Type.Array(TokenSchema) } } }, async (req, reply) =>
+  app.get('/v1/tokens', { config: { access: 'admin' }, schema: { querystring: Page, response: { 200: Type.Array(ref(TokenSchema)) } } }, async (req, reply) =>
     paged(req, reply, await tokens.list(), (t) => t.name),
   );
   app.delete(

@@ -4,7 +4,7 @@ import { hostVar, label } from '../args.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { dash, json, labels, table, when } from '../format.js';
-import type { HostKeyReply, HostReply, MetaCredentialReply } from '../replies.js';
+import type { Host, HostKey, MetaCredential } from '../../api/types.js';
 import { writePskFile } from '../psk-file.js';
 
 export function hostCommand(ctx: CliContext): CommandUnknownOpts {
@@ -17,11 +17,17 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
     .option('--mac <mac>', 'its MAC address, e.g. 52:54:00:12:34:56')
     .option('--label <key=value>', 'a label (repeatable)', label)
     .option('--var <name=value>', "a value for templates' per-host data, e.g. hostname=web-01 (repeatable)", hostVar)
+    .option('--iqn <name>', 'its iSCSI initiator name (default: made from the id)')
+    .option('--boot <source>', 'the source it is provisioned from when it network-boots with no copy')
+    .option('--exporter <kind>', "nbd or iscsi: what serves it when the server runs both (default the server's)")
     .option('--json', 'print the raw JSON reply')
     .action(async (id, opts) => {
-      const h = await ctx.client.post<HostReply>('/v1/hosts', {
+      const h = await ctx.client.post<Host>('/v1/hosts', {
         id,
         ...(opts.mac !== undefined && { mac: opts.mac }),
+        ...(opts.iqn !== undefined && { iqn: opts.iqn }),
+        ...(opts.boot !== undefined && { boot: opts.boot }),
+        ...(opts.exporter !== undefined && { exporter: opts.exporter }),
         ...(opts.label !== undefined && { labels: opts.label }),
         ...(opts.var !== undefined && { vars: opts.var }),
       });
@@ -39,7 +45,7 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
       const changes: Record<string, string | null> = { ...pairs };
       for (const n of opts.unset ?? []) changes[n] = null;
       if (Object.keys(changes).length === 0) throw new InputError('give NAME=VALUE pairs to set or --unset NAME', { field: 'vars' });
-      const h = await ctx.client.patch<HostReply>(`/v1/hosts/${seg(id)}/vars`, changes);
+      const h = await ctx.client.patch<Host>(`/v1/hosts/${seg(id)}/vars`, changes);
       ctx.out(opts.json ? json(h) : `host ${h.id}: ${Object.keys(h.vars).length === 0 ? 'no values' : Object.entries(h.vars).map(([k, v]) => `${k}=${v.length > 40 ? `${v.slice(0, 37)}…` : v}`).join(' ')}`);
     });
 
@@ -49,7 +55,7 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
     .description('list hosts and what each is mapped to')
     .option('--json', 'print the raw JSON reply')
     .action(async (opts) => {
-      const hosts = await ctx.client.list<HostReply>('/v1/hosts');
+      const hosts = await ctx.client.list<Host>('/v1/hosts');
       if (opts.json) return ctx.out(json(hosts));
       if (hosts.length === 0) return ctx.out('no hosts (add one: prestage host add ID)');
       ctx.out(
@@ -72,7 +78,7 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
     .option('--json', 'print the raw JSON reply')
     .action(async (id, opts) => {
       const path = `/v1/hosts/${seg(id)}/key`;
-      const k = opts.rotate ? await ctx.client.post<HostKeyReply>(path, undefined) : await ctx.client.get<HostKeyReply>(path);
+      const k = opts.rotate ? await ctx.client.post<HostKey>(path, undefined) : await ctx.client.get<HostKey>(path);
       if (opts.out !== undefined) await writePskFile(opts.out, k.identity, k.pskFileLine);
       if (opts.json) return ctx.out(json(k));
       ctx.out(opts.out !== undefined ? `${opts.rotate ? 'rotated and wrote' : 'wrote'} the key of ${k.identity} to ${opts.out}` : k.pskFileLine);
@@ -88,7 +94,7 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
     .option('--json', 'print the raw JSON reply')
     .action(async (id, opts) => {
       const path = `/v1/hosts/${seg(id)}/meta-credential`;
-      const c = opts.rotate ? await ctx.client.post<MetaCredentialReply>(path, undefined) : await ctx.client.get<MetaCredentialReply>(path);
+      const c = opts.rotate ? await ctx.client.post<MetaCredential>(path, undefined) : await ctx.client.get<MetaCredential>(path);
       if (opts.json) return ctx.out(json(c));
       const base = new URL(opts.base ?? ctx.client.displayUrl);
       base.username = encodeURIComponent(c.user);

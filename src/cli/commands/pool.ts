@@ -4,7 +4,8 @@ import { count } from '../args.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { bytes, dash, json, table } from '../format.js';
-import type { PoolReply } from '../replies.js';
+import type { Pool } from '../../api/types.js';
+import { watch, watchOption } from '../watch.js';
 
 const percent = (x: number) => `${(Math.floor(x * 10_000) / 100).toString()} %`;
 
@@ -12,7 +13,7 @@ const percent = (x: number) => `${(Math.floor(x * 10_000) / 100).toString()} %`;
 const hours = (h: number) => String(Number(h.toPrecision(3)));
 
 /** `static 1..8`, `predictive 99.9 % 0..100`, `cost 2 h 0..100`. */
-export function policyText(p: PoolReply['policy']): string {
+export function policyText(p: Pool['policy']): string {
   if (p.kind === 'predictive' && p.fillRate !== undefined) return `predictive ${percent(p.fillRate)} ${p.min}..${p.max}`;
   if (p.kind === 'cost' && p.missCostSpareHours !== undefined) return `cost ${hours(p.missCostSpareHours)} h ${p.min}..${p.max}`;
   return `${p.kind} ${p.min}..${p.max}`;
@@ -24,7 +25,7 @@ export function perHour(x: number): string {
 }
 
 /** What the last spare of the target buys; nothing to say of a pool that holds none. */
-function lastSpare(p: PoolReply): string {
+function lastSpare(p: Pool): string {
   const v = p.plan?.lastSpareHitsPerHour;
   return v === null || v === undefined || p.target === 0 ? '-' : perHour(v);
 }
@@ -33,7 +34,7 @@ function seconds(s: number): string {
   return s < 1 ? `${Math.round(s * 1000)} ms` : s < 120 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`;
 }
 
-export function poolTable(pools: readonly PoolReply[]): string {
+export function poolTable(pools: readonly Pool[]): string {
   return table(pools, [
     { header: 'SOURCE', value: (p) => p.source },
     { header: 'IMAGE', value: (p) => dash(p.image) },
@@ -51,7 +52,7 @@ export function poolTable(pools: readonly PoolReply[]): string {
 }
 
 /** The plan's reason (a shortage of space first) and the pool's pre-warm events; LAST SPARE says what the budget weighed. */
-function explain(p: PoolReply): string {
+function explain(p: Pool): string {
   if (!p.plan) return p.shortage ? `short of space: a copy needs ${bytes(p.shortage.neededBytes)}, ${bytes(p.shortage.freeBytes)} free` : '-';
   const parts = [p.plan.reason];
   if (p.prewarm.length > 0) parts.push(`pre-warm ${p.prewarm.join(', ')}`);
@@ -93,7 +94,7 @@ export function poolCommand(ctx: CliContext): CommandUnknownOpts {
     .option('--json', 'print the raw JSON reply')
     .action(async (source, opts) => {
       const policy = opts.static ? 'static' : opts.predictive !== undefined ? 'predictive' : opts.cost !== undefined ? 'cost' : undefined;
-      const p = await ctx.client.put<PoolReply>(`/v1/pools/${seg(source)}`, {
+      const p = await ctx.client.put<Pool>(`/v1/pools/${seg(source)}`, {
         ...(opts.min !== undefined && { min: opts.min }),
         ...(opts.max !== undefined && { max: opts.max }),
         ...(policy !== undefined && { policy }),
@@ -109,10 +110,15 @@ export function poolCommand(ctx: CliContext): CommandUnknownOpts {
     .alias('ls')
     .description('list the pools and their spares')
     .option('--json', 'print the raw JSON reply')
+    .addOption(watchOption())
     .action(async (opts) => {
-      const pools = await ctx.client.list<PoolReply>('/v1/pools');
-      if (opts.json) return ctx.out(json(pools));
-      ctx.out(pools.length === 0 ? 'no pools (make one: prestage pool set NAME --min N --max N)' : poolTable(pools));
+      const render = async () => {
+        const pools = await ctx.client.list<Pool>('/v1/pools');
+        if (opts.json) return json(pools);
+        return pools.length === 0 ? 'no pools (make one: prestage pool set NAME --min N --max N)\n' : poolTable(pools);
+      };
+      if (opts.watch !== undefined) return watch(ctx, opts.watch, render);
+      ctx.out(await render());
     });
 
   pool

@@ -4,24 +4,45 @@ import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { json, keyValues, ms } from '../format.js';
 import { ByteBar, pollWhile } from '../progress.js';
-import type { CopyReply, ImageReply, ProvisionReply, ReleaseReply } from '../replies.js';
+import type { Copy, Image, Provision, ReleaseReply } from '../../api/types.js';
 
 /** A warm provision answers in milliseconds; a bar only for one that waits for a copy. */
 const BAR_AFTER_MS = 300;
 const POLL_MS = 200;
 
 /** How the host reaches its copy, as one `key value` pair. */
-export function accessLine(p: ProvisionReply): readonly [string, string] {
+export function accessLine(p: Provision): readonly [string, string] {
   switch (p.access.kind) {
     case 'path':
       return ['path', p.access.path];
     case 'nbd':
       return ['nbd', `${p.access.uri} (export ${p.access.exportName})`];
+    case 'iscsi':
+      return ['iscsi', iscsiLine(p.access)];
+  }
+}
+
+/** portal, target, LUN, initiator and CHAP user(s) of an iSCSI access, on one line. */
+export function iscsiLine(a: Extract<Provision['access'], { kind: 'iscsi' }>): string {
+  const mutual = a.mutualChapUser === undefined ? '' : `, mutual CHAP user ${a.mutualChapUser}`;
+  return `${a.portal} target ${a.target} LUN ${a.lun} (initiator ${a.initiator}, CHAP user ${a.chapUser}${mutual})`;
+}
+
+/** The access as one URI (iSCSI: libiscsi's iscsi://PORTAL/TARGET/LUN, credentials left out). */
+export function accessUri(a: Provision['access']): string {
+  switch (a.kind) {
+    case 'path':
+      return a.path;
+    case 'nbd':
+      return a.uri;
+    case 'iscsi':
+      return `iscsi://${a.portal}/${a.target}/${a.lun}`;
   }
 }
 
 /** `-object … -drive …` for qemu: the host's copy over NBD, TLS-PSK with the key in `keyDir`. */
-function qemuDriveOptions(p: ProvisionReply, keyDir: string): string {
+function qemuDriveOptions(p: Provision, keyDir: string): string {
+  if (p.access.kind === 'iscsi') throw new InputError(`--qemu: host ${p.hostId} reaches its copy over iSCSI; \`prestage host access ${p.hostId}\` shows the target and credentials`, { field: 'qemu' });
   if (p.access.kind !== 'nbd') return `-drive file=${p.access.path},format=raw,if=virtio`;
   const u = new URL(p.access.uri);
   if (/[\s,]/.test(keyDir)) throw new InputError(`--qemu ${keyDir}: a key directory without spaces or commas, please (qemu's option syntax)`, { field: 'qemu' });
@@ -38,9 +59,9 @@ function copyProgress(ctx: CliContext, source: string): { tick: () => Promise<vo
   const bar = new ByteBar(ctx, false);
   let imageId: string | undefined;
   const tick = async () => {
-    imageId ??= (await ctx.client.get<ImageReply>(`/v1/images/${seg(source)}`)).id;
-    const copies = (await ctx.client.list<CopyReply>('/v1/copies?state=making')).filter((c) => c.imageId === imageId && c.progress);
-    const best = copies.reduce<CopyReply | undefined>((a, c) => (!a || fraction(c) > fraction(a) ? c : a), undefined);
+    imageId ??= (await ctx.client.get<Image>(`/v1/images/${seg(source)}`)).id;
+    const copies = (await ctx.client.list<Copy>('/v1/copies?state=making')).filter((c) => c.imageId === imageId && c.progress);
+    const best = copies.reduce<Copy | undefined>((a, c) => (!a || fraction(c) > fraction(a) ? c : a), undefined);
     if (best?.progress && best.progress.totalBytes > 0) {
       bar.update(best.progress.doneBytes, best.progress.totalBytes, `waiting for a copy of ${source}${copies.length > 1 ? ` (${copies.length} in flight)` : ''}`);
     }
@@ -48,7 +69,7 @@ function copyProgress(ctx: CliContext, source: string): { tick: () => Promise<vo
   return { tick, bar };
 }
 
-const fraction = (c: CopyReply) => (c.progress && c.progress.totalBytes > 0 ? c.progress.doneBytes / c.progress.totalBytes : 0);
+const fraction = (c: Copy) => (c.progress && c.progress.totalBytes > 0 ? c.progress.doneBytes / c.progress.totalBytes : 0);
 
 export function provisionCommand(ctx: CliContext): CommandUnknownOpts {
   return new Command('provision')
@@ -59,10 +80,10 @@ export function provisionCommand(ctx: CliContext): CommandUnknownOpts {
     .option('--qemu <keydir>', "print only qemu's options for the host's disk over NBD with TLS-PSK, its key file in KEYDIR/keys.psk (prestage host key HOST --out KEYDIR/keys.psk)")
     .option('--json', 'print the raw JSON reply')
     .action(async (hostId, source, opts) => {
-      const pending = ctx.client.post<ProvisionReply>(`/v1/hosts/${seg(hostId)}/provision`, { source }, { patient: true });
+      const pending = ctx.client.post<Provision>(`/v1/hosts/${seg(hostId)}/provision`, { source }, { patient: true });
       const { tick, bar } = copyProgress(ctx, source);
       const polling = ctx.interactive ? pollWhile(pending, tick, POLL_MS, BAR_AFTER_MS) : Promise.resolve();
-      let p: ProvisionReply;
+      let p: Provision;
       try {
         p = await pending;
       } finally {
@@ -70,7 +91,7 @@ export function provisionCommand(ctx: CliContext): CommandUnknownOpts {
         bar.stop();
       }
       if (opts.json) return ctx.out(json(p));
-      if (opts.uri) return ctx.out(p.access.kind === 'nbd' ? p.access.uri : p.access.path);
+      if (opts.uri) return ctx.out(accessUri(p.access));
       if (opts.qemu !== undefined) return ctx.out(qemuDriveOptions(p, opts.qemu));
       ctx.out(
         keyValues([

@@ -4,12 +4,12 @@ import { InputError } from '../../domain/index.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { dash, json, keyValues, table, when } from '../format.js';
-import type { TemplateBuildReply, TemplateReply } from '../replies.js';
+import type { Template, TemplateBuild } from '../../api/types.js';
 import { loadTemplateFile } from '../template-file.js';
 
 const ms = (v: number | null) => (v === null ? '-' : v < 10_000 ? `${v} ms` : `${(v / 1000).toFixed(1)} s`);
 
-function buildLine(b: TemplateBuildReply): string {
+function buildLine(b: TemplateBuild): string {
   const what = b.state === 'done' ? `built ${b.template}@${b.version}` : b.state === 'unchanged' ? `${b.template}@${b.version} is unchanged (same bytes)` : `${b.state} build of ${b.template}`;
   return `${what} in ${ms(b.buildMs)}${b.error ? `: ${b.error}` : ''}`;
 }
@@ -30,7 +30,7 @@ export function templateCommand(ctx: CliContext): CommandUnknownOpts {
     .action(async (file, opts) => {
       const spec = await loadTemplateFile(resolve(ctx.io.cwd, file), { name: file });
       if (ctx.interactive) ctx.err(`building template ${spec.name} on ${spec.base} …`);
-      const r = await ctx.client.post<{ template: TemplateReply; build: TemplateBuildReply }>('/v1/templates', spec, { patient: true });
+      const r = await ctx.client.post<{ template: Template; build: TemplateBuild }>('/v1/templates', spec, { patient: true });
       ctx.out(opts.json ? json(r) : buildLine(r.build));
     });
 
@@ -40,7 +40,7 @@ export function templateCommand(ctx: CliContext): CommandUnknownOpts {
     .description('list templates with their latest version and build')
     .option('--json', 'print the raw JSON reply')
     .action(async (opts) => {
-      const ts = await ctx.client.list<TemplateReply>('/v1/templates');
+      const ts = await ctx.client.list<Template>('/v1/templates');
       if (opts.json) return ctx.out(json(ts));
       if (ts.length === 0) return ctx.out('no templates (make one: prestage template apply FILE)');
       ctx.out(
@@ -61,7 +61,7 @@ export function templateCommand(ctx: CliContext): CommandUnknownOpts {
     .argument('<name>', 'template name')
     .option('--json', 'print the raw JSON reply')
     .action(async (name, opts) => {
-      const t = await ctx.client.get<TemplateReply>(`/v1/templates/${seg(name)}`);
+      const t = await ctx.client.get<Template>(`/v1/templates/${seg(name)}`);
       if (opts.json) return ctx.out(json(t));
       const b = t.latestBuild;
       ctx.out(
@@ -84,7 +84,7 @@ export function templateCommand(ctx: CliContext): CommandUnknownOpts {
     .argument('<name>', 'template name')
     .option('--json', 'print the raw JSON reply')
     .action(async (name, opts) => {
-      const b = await ctx.client.post<TemplateBuildReply>(`/v1/templates/${seg(name)}/build`, undefined, { patient: true });
+      const b = await ctx.client.post<TemplateBuild>(`/v1/templates/${seg(name)}/build`, undefined, { patient: true });
       ctx.out(opts.json ? json(b) : buildLine(b));
     });
 
@@ -99,7 +99,7 @@ export function templateCommand(ctx: CliContext): CommandUnknownOpts {
       const name = at < 0 ? ref : ref.slice(0, at);
       const version = at < 0 ? undefined : versionArg(ref.slice(at + 1));
       const q = version === undefined ? '' : `?version=${version}`;
-      const builds = await ctx.client.get<TemplateBuildReply[]>(`/v1/templates/${seg(name)}/builds${q}`);
+      const builds = await ctx.client.get<TemplateBuild[]>(`/v1/templates/${seg(name)}/builds${q}`);
       const shown = opts.all ? builds : builds.slice(0, 1);
       if (opts.json) return ctx.out(json(shown));
       if (shown.length === 0) return ctx.out(`no builds of ${name}`);

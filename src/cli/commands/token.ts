@@ -3,7 +3,7 @@ import { InputError, parseDuration } from '../../domain/index.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { dash, json, table, when } from '../format.js';
-import type { NewTokenReply, TokenReply } from '../replies.js';
+import type { NewToken, Token } from '../../api/types.js';
 
 export function tokenCommand(ctx: CliContext): CommandUnknownOpts {
   const token = new Command('token').description('API tokens (admin): who may use the API, and as what');
@@ -12,14 +12,14 @@ export function tokenCommand(ctx: CliContext): CommandUnknownOpts {
     .command('create')
     .description('make a token and print its secret (shown this once)')
     .argument('<name>', 'a name to list and revoke it by')
-    .addOption(new Option('--role <role>', 'admin: everything; operator: pools, hosts, provisions, templates, images; reader: reads but no keys or secrets; host: one host provisions and releases itself').choices(['admin', 'operator', 'reader', 'host'] as const).makeOptionMandatory())
+    .addOption(new Option('--role <role>', 'admin: everything; operator: pools, hosts, provisions, templates, images; reader: reads but no keys or secrets; host: one host provisions and releases itself; metrics: scrapes /metrics and nothing else').choices(['admin', 'operator', 'reader', 'host', 'metrics'] as const).makeOptionMandatory())
     .option('--host <id>', "with --role host: the host it acts for")
     .option('--expires <duration>', 'lifetime, e.g. 12h or 30d (default: until revoked)')
     .option('--json', 'print the raw JSON reply')
     .action(async (name, opts) => {
       const expiresInS = opts.expires === undefined ? undefined : Math.round(parseDuration(opts.expires, 'expires') / 1000);
       if (expiresInS !== undefined && expiresInS < 60) throw new InputError(`--expires ${opts.expires}: a token lives at least 1 minute`, { field: 'expires' });
-      const t = await ctx.client.post<NewTokenReply>('/v1/tokens', {
+      const t = await ctx.client.post<NewToken>('/v1/tokens', {
         name,
         role: opts.role,
         ...(opts.host !== undefined && { hostId: opts.host }),
@@ -36,7 +36,7 @@ export function tokenCommand(ctx: CliContext): CommandUnknownOpts {
     .description('list tokens (never their secrets)')
     .option('--json', 'print the raw JSON reply')
     .action(async (opts) => {
-      const tokens = await ctx.client.list<TokenReply>('/v1/tokens');
+      const tokens = await ctx.client.list<Token>('/v1/tokens');
       if (opts.json) return ctx.out(json(tokens));
       ctx.out(
         table(tokens, [

@@ -7,8 +7,9 @@ import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { errnoCode } from '../../domain/index.js';
+import { CopyRateLimit, type CopyRateShare } from './copy-rate.js';
 import { copyFileRange, dataSegments, ficlone, lowerThreadPriority } from './fs-native.js';
 import { VERIFY_FAILED, type CopyJob, type CopyResult, type ImportJob, type ImportResult, type JobMessage, type WorkerMessage } from './jobs.js';
 
@@ -30,6 +31,9 @@ if (!port) throw new Error('copy-worker.ts must run as a worker thread');
 // One read buffer and one zero buffer per worker; jobs never overlap, so sharing is safe.
 const buf = Buffer.allocUnsafe(4 * MiB);
 const zeros = Buffer.alloc(4 * MiB);
+/** `--copy-rate`, shared with the other workers; absent: copies run as fast as the disk goes. */
+const rateShare = (workerData as { copyRate?: CopyRateShare } | null)?.copyRate;
+const copyRate = rateShare ? new CopyRateLimit(rateShare) : undefined;
 
 function post(msg: WorkerMessage): void {
   port!.postMessage(msg);
@@ -93,8 +97,8 @@ function writeFull(fd: number, data: Buffer, offset: number): void {
  * the same offset unless they are all zeros, so `dstFd` (already ftruncated to `size`) stays at
  * least as sparse as the source.
  */
-function readThrough(srcFd: number, size: number, progress: Progress, opts: { dstFd?: number; hash?: Hash }): void {
-  const { dstFd, hash } = opts;
+function readThrough(srcFd: number, size: number, progress: Progress, opts: { dstFd?: number; hash?: Hash; rate?: CopyRateLimit }): void {
+  const { dstFd, hash, rate } = opts;
   const skipZeros = (n: number): void => {
     for (let left = n; left > 0; ) {
       const k = Math.min(left, zeros.length);
@@ -108,6 +112,7 @@ function readThrough(srcFd: number, size: number, progress: Progress, opts: { ds
     skipZeros(start - pos);
     for (let off = start; off < end; ) {
       const chunk = buf.subarray(0, Math.min(buf.length, end - off));
+      rate?.take(chunk.length);
       readFull(srcFd, chunk, off);
       hash?.update(chunk);
       if (dstFd !== undefined && !chunk.equals(zeros.subarray(0, chunk.length))) writeFull(dstFd, chunk, off);
@@ -120,9 +125,9 @@ function readThrough(srcFd: number, size: number, progress: Progress, opts: { ds
 }
 
 /** sha256 of a file's first `size` bytes, reading only its data. */
-function hashFd(fd: number, size: number, progress: Progress): string {
+function hashFd(fd: number, size: number, progress: Progress, rate?: CopyRateLimit): string {
   const hash = createHash('sha256');
-  readThrough(fd, size, progress, { hash });
+  readThrough(fd, size, progress, { hash, ...(rate && { rate }) });
   return hash.digest('hex');
 }
 
@@ -148,6 +153,7 @@ function sparseCopy(srcFd: number, dstFd: number, size: number, progress: Progre
       const len = Math.min(COPY_CHUNK, end - off);
       let n = 0;
       if (kernel) {
+        copyRate?.take(len);
         try {
           n = copyFileRange(srcFd, off, dstFd, off, len);
           if (n === 0) throw jobError(VERIFY_FAILED, `source ended at ${off}, expected ${size} bytes`);
@@ -156,7 +162,10 @@ function sparseCopy(srcFd: number, dstFd: number, size: number, progress: Progre
           kernel = false;
         }
       }
-      if (!kernel) n = userCopy(srcFd, dstFd, off, len);
+      if (!kernel) {
+        copyRate?.take(Math.min(buf.length, len));
+        n = userCopy(srcFd, dstFd, off, len);
+      }
       off += n;
       progress.add(n);
     }
@@ -214,7 +223,7 @@ function copy(id: number, job: CopyJob): CopyResult {
     fs.fsyncSync(dst);
 
     if (verified === 'full') {
-      const sha = hashFd(dst, size, progress);
+      const sha = hashFd(dst, size, progress, copyRate);
       if (sha !== job.expectSha256) throw jobError(VERIFY_FAILED, `copy of ${job.source} has sha256 ${sha}, expected ${job.expectSha256}`);
     } else if (fs.fstatSync(dst).size !== size || !samplesEqual(src, dst, size)) {
       throw jobError(VERIFY_FAILED, `reflink of ${job.source} differs from its source`);

@@ -5,6 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { PrestageError, UnavailableError, type ProgressListener } from '../../domain/index.js';
+import type { CopyRateShare } from './copy-rate.js';
 import type { Job, JobMessage, JobResults, WorkerMessage } from './jobs.js';
 
 /** A job a worker reported as failed; `code` is an errno code ('ENOSPC') or 'EVERIFY'. */
@@ -21,6 +22,8 @@ export interface CopyWorkersOptions {
   /** The worker's module; tests swap in their own. Default: ./copy-worker.ts next to this file. */
   readonly workerUrl?: URL;
   readonly logger?: Logger;
+  /** A cap on the bytes per second all workers together move for copies; absent: none. */
+  readonly copyRate?: CopyRateShare;
 }
 
 interface Pending {
@@ -70,18 +73,19 @@ function workerExecArgv(): string[] {
  * worker module. This works whether the process started with `node --import tsx` or registered
  * tsx from a bin script via `tsx/esm/api`.
  */
-function startWorker(url: URL): Worker {
+function startWorker(url: URL, workerData: unknown): Worker {
   const execArgv = workerExecArgv();
-  if (!url.pathname.endsWith('.ts')) return new Worker(url, { execArgv });
+  if (!url.pathname.endsWith('.ts')) return new Worker(url, { execArgv, workerData });
   const api = import.meta.resolve('tsx/esm/api');
   const bootstrap = `import(${JSON.stringify(api)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(url.href)}); });`;
-  return new Worker(bootstrap, { eval: true, execArgv });
+  return new Worker(bootstrap, { eval: true, execArgv, workerData });
 }
 
 export class CopyWorkers {
   private readonly size: number;
   private readonly workerUrl: URL;
   private readonly logger: Logger | undefined;
+  private readonly workerData: { readonly copyRate?: CopyRateShare };
   private readonly slots: Slot[] = [];
   private readonly queue: Pending[] = [];
   private nextId = 1;
@@ -92,6 +96,7 @@ export class CopyWorkers {
     // The worker sits next to this module: .ts under tsx (tests), .js when compiled (dist/).
     this.workerUrl = opts.workerUrl ?? new URL(`./copy-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
     this.logger = opts.logger;
+    this.workerData = opts.copyRate ? { copyRate: opts.copyRate } : {};
     // Start them now so the first copy does not pay the worker start-up (~0.3 s with tsx).
     while (this.slots.length < this.size) this.spawn();
   }
@@ -137,7 +142,7 @@ export class CopyWorkers {
   }
 
   private spawn(): Slot {
-    const worker = startWorker(this.workerUrl);
+    const worker = startWorker(this.workerUrl, this.workerData);
     let markStarted!: () => void;
     const slot: Slot = { worker, current: undefined, started: new Promise<void>((r) => (markStarted = r)) };
     this.slots.push(slot);

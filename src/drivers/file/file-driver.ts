@@ -9,7 +9,6 @@
  * Copies are reflinks where the filesystem shares blocks (XFS reflink=1, btrfs) and sparse,
  * in-kernel copies elsewhere. The heavy work runs in worker threads (copy-worker.ts).
  */
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -22,21 +21,26 @@ import {
   NoSpaceError,
   NotFoundError,
   PrestageError,
-  UnavailableError,
   errnoCode,
+  failpoint,
   isNoSpace,
+  type BlockDevice,
+  type DriverName,
   type Image,
   type ImportedVolume,
   type MadeCopy,
+  type ScratchFile,
   type StagedImage,
   type ProgressListener,
   type StoreSpace,
   type VolumeDriver,
 } from '../../domain/index.js';
-import { QCOW2_HEADER_BYTES, QCOW2_MAGIC, checkQcow2Header } from './qcow2-header.js';
+import { FileDevice } from './file-device.js';
+import { inspectImageFile, qcow2ToRaw } from '../image-file.js';
+import { createCopyRateShare } from './copy-rate.js';
 import { CopyWorkers } from './copy-workers.js';
 import { VERIFY_FAILED, type Job, type JobResults } from './jobs.js';
-import { writeStreamToFile } from './stage-stream.js';
+import { stageStream } from './stage-stream.js';
 
 export interface FileDriverOptions {
   readonly dataDir: string;
@@ -47,7 +51,14 @@ export interface FileDriverOptions {
    * XFS/btrfs the kernel may still share blocks inside copy_file_range.
    */
   readonly reflink?: 'auto' | 'never';
+  /** Bytes per second all copies together may move (copy and verification); absent: no cap. */
+  readonly copyRateBytesPerSec?: number;
   readonly logger?: Logger;
+  /**
+   * Who is writing, put at the head of temporary file names (the instance id), so that when
+   * several instances share the directory one cleans up only what a dead one left.
+   */
+  readonly owner?: () => string;
 }
 
 /** A finished copy, with how it was checked (a reflink by sampling, a byte copy by sha256). */
@@ -65,34 +76,6 @@ const COPY_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
  */
 const CLONE_BYTES = 1 << 20;
 
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs qemu-img without blocking; a non-zero exit is a result, a missing binary is an error. */
-function qemuImg(args: readonly string[]): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    execFile('qemu-img', args, { maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err && typeof err.code !== 'number') {
-        const cause: Error = err;
-        reject(errnoCode(err) === 'ENOENT' ? new UnavailableError('qemu-img is not installed (apt-get install qemu-utils)', {}, { cause }) : cause);
-      } else {
-        resolvePromise({ code: err ? Number(err.code) : 0, stdout, stderr });
-      }
-    });
-  });
-}
-
-/** qemu-img's own explanation: its error lines, or its summary when it has none. */
-function qemuMessage(run: Run): string {
-  const lines = `${run.stderr}\n${run.stdout}`.split('\n').map((l) => l.trim()).filter(Boolean);
-  const first = lines.find((l) => /error|could not|failed/i.test(l)) ?? lines[0] ?? `exit code ${run.code}`;
-  const summary = lines.find((l) => /errors were found/i.test(l));
-  return summary && summary !== first ? `${first} (${summary})` : first;
-}
-
 async function fsyncDir(dir: string): Promise<void> {
   const fh = await fs.open(dir, 'r');
   try {
@@ -103,7 +86,7 @@ async function fsyncDir(dir: string): Promise<void> {
 }
 
 export class FileDriver implements VolumeDriver {
-  readonly name = 'file';
+  readonly name = 'file' as const;
   private readonly imagesDir: string;
   private readonly copiesDir: string;
   private readonly tmpDir: string;
@@ -119,6 +102,7 @@ export class FileDriver implements VolumeDriver {
     private readonly workers: CopyWorkers,
     private readonly reflink: 'auto' | 'never',
     private readonly logger: Logger | undefined,
+    private readonly owner: (() => string) | undefined,
   ) {
     this.imagesDir = join(dataDir, 'images');
     this.copiesDir = join(dataDir, 'copies');
@@ -135,24 +119,32 @@ export class FileDriver implements VolumeDriver {
     } catch (e) {
       throw new InputError(`data directory ${dataDir} is not usable: ${e instanceof Error ? e.message : String(e)}`, { dataDir }, { cause: e });
     }
-    const workers = new CopyWorkers({ size: opts.workers ?? 2, logger: opts.logger });
-    return new FileDriver(dataDir, workers, opts.reflink ?? 'auto', opts.logger);
+    const copyRate = opts.copyRateBytesPerSec === undefined ? undefined : createCopyRateShare(opts.copyRateBytesPerSec);
+    const workers = new CopyWorkers({ size: opts.workers ?? 2, logger: opts.logger, ...(copyRate && { copyRate }) });
+    return new FileDriver(dataDir, workers, opts.reflink ?? 'auto', opts.logger, opts.owner);
   }
 
-  async importImage(path: string, onProgress?: ProgressListener): Promise<ImportedVolume> {
+  async importImage(path: string, onProgress?: ProgressListener, into?: DriverName): Promise<ImportedVolume> {
+    if (into !== undefined && into !== this.name) throw new InputError(`driver '${into}' is not configured here (serve --driver ${into} …)`, { driver: into });
     const t0 = performance.now();
     const source = resolve(path);
-    const format = await this.inspect(source);
+    const format = await inspectImageFile(source);
     let converted: string | undefined;
     const tmp = this.tmpPath('import');
     try {
       let raw = source;
       if (format === 'qcow2') {
         converted = this.tmpPath('convert.raw');
-        await this.qcow2ToRaw(source, converted);
+        this.inFlight.add(converted);
+        try {
+          await qcow2ToRaw(source, converted);
+        } finally {
+          this.inFlight.delete(converted);
+        }
         raw = converted;
       }
       const r = await this.runJob(tmp, { kind: 'import', source: raw, tmp }, onProgress);
+      failpoint('import.after-temp');
       const volume = join(this.imagesDir, `${r.sha256}.raw`);
       // link() never replaces: if these bytes are already stored, the sealed file stays as it is.
       try {
@@ -174,21 +166,18 @@ export class FileDriver implements VolumeDriver {
     }
   }
 
-  async stageImage(chunks: AsyncIterable<Uint8Array>, opts: { readonly totalBytes?: number; readonly onProgress?: ProgressListener } = {}): Promise<StagedImage> {
-    const path = this.tmpPath('upload');
-    this.inFlight.add(path);
-    const discard = async (): Promise<void> => {
-      await fs.rm(path, { force: true });
-      this.inFlight.delete(path);
-    };
-    try {
-      const written = await writeStreamToFile(chunks, path, opts);
-      return { path, ...written, discard };
-    } catch (e) {
-      await discard();
-      if (isNoSpace(e)) throw new NoSpaceError(`no space left in ${this.tmpDir} for the image being received`, { dataDir: this.dataDir }, { cause: e });
-      throw e;
-    }
+  stageImage(chunks: AsyncIterable<Uint8Array>, opts: { readonly totalBytes?: number; readonly onProgress?: ProgressListener } = {}): Promise<StagedImage> {
+    return stageStream(chunks, this.tmpPath('upload'), opts, this.inFlight, this.tmpDir);
+  }
+
+
+  owns(volume: string): boolean {
+    const dir = resolve(volume, '..');
+    return volume.startsWith('/') && (dir === this.imagesDir || dir === this.copiesDir);
+  }
+
+  driverOf(volume: string): DriverName | undefined {
+    return this.owns(volume) ? this.name : undefined;
   }
 
   copyVolumeFor(copyId: string): string {
@@ -268,6 +257,17 @@ export class FileDriver implements VolumeDriver {
     return this.clones;
   }
 
+  openVolume(volume: string, opts: { readonly readOnly: boolean }): Promise<BlockDevice> {
+    if (!volume.startsWith(this.copiesDir + '/')) return Promise.reject(new InputError(`'${volume}' is not a copy of this data directory`, { volume }));
+    return FileDevice.open(volume, opts.readOnly);
+  }
+
+  /** A copy in copies/ named like one, so that removeCopy(name) and reconcile treat it as one. */
+  async scratchFile(image: Pick<Image, 'volume' | 'sha256' | 'sizeBytes'>, name: string, onProgress?: ProgressListener): Promise<ScratchFile> {
+    const made = await this.makeCopy(image, name, onProgress);
+    return { path: this.copyVolumeFor(name), method: made.method, durationMs: made.durationMs };
+  }
+
   async removeCopy(copyId: string): Promise<void> {
     const target = this.copyVolumeFor(copyId);
     await fs.rm(`${target}.partial`, { force: true });
@@ -297,9 +297,13 @@ export class FileDriver implements VolumeDriver {
     return out;
   }
 
-  /** Import temps left by a process that died mid-import; call only while nothing runs. */
-  async removeTempFiles(): Promise<readonly string[]> {
-    const names = (await fs.readdir(this.tmpDir)).filter((n) => !this.inFlight.has(join(this.tmpDir, n)));
+  /**
+   * Import temps left by a process that died mid-import: those of the owners `dead` names (a
+   * name without an owner counts as dead: no live instance writes one), never one in flight here.
+   */
+  async removeTempFiles(dead: (owner: string | null) => boolean = () => true): Promise<readonly string[]> {
+    const ownerOf = (n: string) => (n.includes('~') ? n.slice(0, n.indexOf('~')) : null);
+    const names = (await fs.readdir(this.tmpDir)).filter((n) => !this.inFlight.has(join(this.tmpDir, n)) && dead(ownerOf(n)));
     await Promise.all(names.map((n) => fs.rm(join(this.tmpDir, n), { force: true, recursive: true })));
     return names;
   }
@@ -326,7 +330,8 @@ export class FileDriver implements VolumeDriver {
   }
 
   private tmpPath(suffix: string): string {
-    return join(this.tmpDir, `${randomUUID()}.${suffix}`);
+    const owner = this.owner?.();
+    return join(this.tmpDir, `${owner === undefined ? '' : `${owner}~`}${randomUUID()}.${suffix}`);
   }
 
   /** Only our own image files may be removed, whatever locator a caller hands in. */
@@ -336,65 +341,6 @@ export class FileDriver implements VolumeDriver {
       throw new InputError(`'${volume}' is not an image volume of this driver`, { volume });
     }
     return path;
-  }
-
-  /** Checks an image file can be imported at all; returns its format. */
-  private async inspect(path: string): Promise<'raw' | 'qcow2'> {
-    const bad = (why: string, e?: unknown): BadImageError => new BadImageError(`${path}: ${why}`, { path }, { cause: e });
-    let size: number;
-    const head = Buffer.alloc(QCOW2_HEADER_BYTES);
-    let got = 0;
-    try {
-      const st = await fs.stat(path);
-      if (!st.isFile()) throw bad('not a regular file');
-      if (st.size === 0) throw bad('the file is empty');
-      size = st.size;
-      const fh = await fs.open(path, 'r');
-      try {
-        ({ bytesRead: got } = await fh.read(head, 0, head.length, 0));
-      } finally {
-        await fh.close();
-      }
-    } catch (e) {
-      if (e instanceof BadImageError) throw e;
-      const code = errnoCode(e);
-      throw bad(code === 'ENOENT' ? 'no such file' : `cannot read it (${code ?? String(e)})`, e);
-    }
-    if (got >= 4 && head.subarray(0, 4).equals(QCOW2_MAGIC)) {
-      // Before qemu-img opens it: a backing file or an external data file would have it open
-      // something else (a local file, a URL, a port) on the uploader's behalf.
-      const verdict = checkQcow2Header(head.subarray(0, got));
-      if (!verdict.ok) throw bad(verdict.reason);
-      return 'qcow2';
-    }
-    if (size % 512 !== 0) throw bad(`${size} bytes is not a multiple of 512: the file looks truncated`);
-    return 'raw';
-  }
-
-  /** Checks a qcow2 and converts it to a sparse raw file at `out`. */
-  private async qcow2ToRaw(path: string, out: string): Promise<void> {
-    const bad = (why: string): BadImageError => new BadImageError(`${path}: ${why}`, { path });
-    // Exit 0: clean; 3: only leaked clusters, which waste space but lose no data.
-    const check = await qemuImg(['check', '-f', 'qcow2', path]);
-    if (check.code !== 0 && check.code !== 3) throw bad(`qemu-img check: ${qemuMessage(check)}`);
-
-    // A backing or external data file would pull in bytes from outside the file we were given.
-    const info = await qemuImg(['info', '--output=json', '-f', 'qcow2', path]);
-    if (info.code !== 0) throw bad(`qemu-img info: ${qemuMessage(info)}`);
-    const parsed = JSON.parse(info.stdout) as { 'backing-filename'?: string; 'format-specific'?: { data?: { 'data-file'?: string } } };
-    if (parsed['backing-filename'] !== undefined) throw bad(`it has a backing file (${parsed['backing-filename']}); import a flattened image`);
-    if (parsed['format-specific']?.data?.['data-file'] !== undefined) throw bad('it uses an external data file; import a flattened image');
-
-    this.inFlight.add(out);
-    try {
-      const conv = await qemuImg(['convert', '-f', 'qcow2', '-O', 'raw', path, out]);
-      if (conv.code === 0) return;
-      const message = qemuMessage(conv);
-      if (/no space left|disk quota/i.test(conv.stderr)) throw new NoSpaceError(`converting ${path}: ${message}`, { path });
-      throw bad(`qemu-img convert: ${message}`);
-    } finally {
-      this.inFlight.delete(out);
-    }
   }
 
   /** Maps a failure to the domain's error family. */

@@ -31,6 +31,7 @@ const SEEK_HOLE = 4;
 /** _IOW(0x94, 9, int): share the source's extents with the destination (btrfs, XFS reflink=1). */
 const FICLONE = 0x40049409;
 const PRIO_PROCESS = 0;
+const LOCK_SH = 1;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 
@@ -118,7 +119,16 @@ export function lowerThreadPriority(nice = 10): void {
  * lock when the last fd of the description closes, so a killed process leaves no stale lock.
  */
 export function tryLockExclusive(fd: number): boolean {
-  if (flockC(fd, LOCK_EX | LOCK_NB) === 0) return true;
+  return tryLock(fd, LOCK_EX);
+}
+
+/** flock(fd, LOCK_SH | LOCK_NB): shared with other shared holders, refused while one holds it exclusively. */
+export function tryLockShared(fd: number): boolean {
+  return tryLock(fd, LOCK_SH);
+}
+
+function tryLock(fd: number, how: number): boolean {
+  if (flockC(fd, how | LOCK_NB) === 0) return true;
   const err = errnoError('flock');
   if (err.code === 'EWOULDBLOCK' || err.code === 'EAGAIN') return false;
   throw err;

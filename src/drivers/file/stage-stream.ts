@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
-import type { ProgressListener } from '../../domain/index.js';
+import { NoSpaceError, isNoSpace, type ProgressListener, type StagedImage } from '../../domain/index.js';
 
 export interface StreamWritten {
   readonly bytes: number;
@@ -61,4 +61,30 @@ export async function writeStreamToFile(
   }
   await file.close();
   return { bytes: offset, sha256: hash.digest('hex') };
+}
+
+/**
+ * A driver's stageImage: the stream into `path`, which is counted in `inFlight` (so a clean-up of
+ * temporaries leaves it alone) until discarded; a full disk is a NoSpaceError naming `dir`.
+ */
+export async function stageStream(
+  chunks: AsyncIterable<Uint8Array>,
+  path: string,
+  opts: { readonly totalBytes?: number; readonly onProgress?: ProgressListener },
+  inFlight: Set<string>,
+  dir: string,
+): Promise<StagedImage> {
+  inFlight.add(path);
+  const discard = async (): Promise<void> => {
+    await fs.rm(path, { force: true });
+    inFlight.delete(path);
+  };
+  try {
+    const written = await writeStreamToFile(chunks, path, opts);
+    return { path, ...written, discard };
+  } catch (e) {
+    await discard();
+    if (isNoSpace(e)) throw new NoSpaceError(`no space left in ${dir} for the image being received`, { dir }, { cause: e });
+    throw e;
+  }
 }

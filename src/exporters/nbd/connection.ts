@@ -9,7 +9,8 @@ import { TLSSocket, type SecureContext, type TlsOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Handshake, NbdExportInfo, Negotiated } from './handshake.js';
 import { NBD_CMD, NbdProtocolError, RequestParser, type NbdRequest } from './protocol.js';
-import { execute, type BlockDevice, type TransmissionContext } from './transmission.js';
+import type { NbdStats } from './stats.js';
+import { ReadBuffers, execute, type BlockDevice, type TransmissionContext } from './transmission.js';
 
 /** An export as a connection serves it: what the handshake shows plus the storage behind it. */
 export interface DeviceExport extends NbdExportInfo {
@@ -77,6 +78,12 @@ function certificateIdentity(secure: TLSSocket, cas: readonly X509Certificate[])
   return typeof cn === 'string' && cn !== '' ? cn : undefined;
 }
 
+/**
+ * One pool for every connection: a client's buffers serve the next one. Its free buffers are
+ * memory held on top of the per-connection bounds, so it stays small.
+ */
+const readBuffers = new ReadBuffers(16 << 20);
+
 /** How long a closing connection waits for the client to close its side. */
 const LINGER_MS = 2000;
 
@@ -111,6 +118,8 @@ export class NbdConnection<E extends DeviceExport> {
     private readonly limits: ConnectionLimits,
     private readonly admit: AdmitHost,
     logger: Logger | undefined,
+    /** The server's totals: this connection's bytes and errors are added to them. */
+    private readonly stats?: NbdStats,
   ) {
     this.stream = socket;
     this.log = logger;
@@ -165,6 +174,7 @@ export class NbdConnection<E extends DeviceExport> {
       out = this.handshake.receive(chunk);
     } catch (e) {
       if (!(e instanceof NbdProtocolError)) this.log?.error({ err: e }, 'nbd handshake failed');
+      else if (this.stats) this.stats.protocolErrors++;
       this.destroy(e instanceof Error ? e.message : String(e));
       return;
     }
@@ -244,6 +254,8 @@ export class NbdConnection<E extends DeviceExport> {
       allocationContextId: negotiated.allocationContextId,
       maxRequestLength: this.limits.maxRequestLength,
       onStorageError: (err, req) => this.log?.warn({ err, command: req.type, offset: req.offset, length: req.length }, 'nbd storage error'),
+      readBuffers,
+      ...(this.stats && { stats: this.stats }),
     };
     this.parser.push(rest);
     this.pump();
@@ -259,6 +271,7 @@ export class NbdConnection<E extends DeviceExport> {
       try {
         req = parser.next();
       } catch (e) {
+        if (this.stats) this.stats.protocolErrors++;
         this.destroy(e instanceof Error ? e.message : String(e));
         return;
       }
@@ -285,6 +298,8 @@ export class NbdConnection<E extends DeviceExport> {
     // A request stays in flight until its reply has left for the kernel, so a client that does
     // not read its replies stops being read from instead of filling our memory.
     this.write(reply, () => {
+      // The reply has left for the kernel (or the socket is gone): its data buffer is free.
+      for (const b of reply) readBuffers.give(b);
       this.inFlight--;
       this.inFlightBytes -= bytes;
       if (this.phase === 'draining') this.endIfIdle();

@@ -12,5 +12,6 @@ export {
   type BlockSizes,
 } from './handshake.js';
 export { execute, checkRequest, nbdErrno, MAX_EXTENTS, type BlockDevice, type TransmissionContext } from './transmission.js';
+export type { NbdStats } from './stats.js';
 export * as nbdProtocol from './protocol.js';
 export { NbdProtocolError } from './protocol.js';

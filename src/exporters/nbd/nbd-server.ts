@@ -9,11 +9,11 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
-import { ConflictError, InputError, UnavailableError, errnoCode } from '../../domain/index.js';
+import { ConflictError, InputError, UnavailableError, errnoCode, type BlockDevice } from '../../domain/index.js';
 import { NbdConnection, type ConnectionLimits, type DeviceExport, type TlsSetup } from './connection.js';
-import { FileDevice } from './file-device.js';
 import { Handshake, type HandshakeConfig } from './handshake.js';
 import { NBD_MAX_STRING } from './protocol.js';
+import { newNbdStats, type NbdStats } from './stats.js';
 
 export interface NbdServerOptions {
   /**
@@ -88,8 +88,10 @@ export const DEFAULT_PSK_CIPHERS = [
 export interface NbdExportSpec {
   /** The NBD export name clients ask for. */
   readonly name: string;
-  /** A regular file; its size at this moment is the export's size. */
-  readonly path: string;
+  /** What to serve: a device a driver opened, which the server then owns and closes when the export goes (or when adding it fails). */
+  readonly device: BlockDevice;
+  /** Where the device's bytes live, for logs and listings. */
+  readonly volume: string;
   /** The only host (PSK identity) that may see and open the export. */
   readonly hostId: string;
   /** Default false. */
@@ -113,8 +115,8 @@ interface CompiledOptions extends ConnectionLimits {
 
 interface ServedExport extends DeviceExport {
   readonly hostId: string;
-  readonly path: string;
-  readonly device: FileDevice;
+  readonly volume: string;
+  readonly device: BlockDevice;
 }
 
 const KiB = 1024;
@@ -177,14 +179,13 @@ export class NbdServer {
   private readonly options: Readonly<CompiledOptions>;
   private readonly log: Logger | undefined;
   private readonly exports = new Map<string, ServedExport>();
-  /** Names being opened by addExport(), so two calls cannot both take one name. */
-  private readonly opening = new Set<string>();
   private readonly connections = new Set<NbdConnection<ServedExport>>();
   /** Open connections per remote address. */
   private readonly perAddress = new Map<string, number>();
   /** Open connections per host, from the end of their TLS handshake. */
   private readonly perHost = new Map<string, number>();
   private refused = 0;
+  private readonly totals = newNbdStats();
   private server: Server | undefined;
   private stateValue: NbdServerState = 'INITIALIZED';
   private stopping: Promise<void> | undefined;
@@ -258,23 +259,22 @@ export class NbdServer {
     this.log?.info('nbd server stopped');
   }
 
-  /** Serves a file as an export for one host. The name must be free. */
+  /** Serves a device as an export for one host. The name must be free. On refusal the device is closed. */
   async addExport(spec: NbdExportSpec): Promise<void> {
-    if (this.stateValue === 'STOPPING' || this.stateValue === 'STOPPED') throw new UnavailableError('NBD server is stopping');
-    const nameBytes = Buffer.byteLength(spec.name, 'utf8');
-    if (nameBytes === 0 || nameBytes > NBD_MAX_STRING || spec.name.includes('\0')) throw new InputError('NBD export names are 1 to 4096 bytes of UTF-8 without NUL', { name: spec.name });
-    if (spec.hostId === '') throw new InputError('an NBD export needs a host id', { name: spec.name });
-    if (this.exports.has(spec.name) || this.opening.has(spec.name)) throw new ConflictError(`NBD export '${spec.name}' exists`, { name: spec.name });
-    this.opening.add(spec.name);
+    const { device, volume, hostId } = spec;
     try {
-      const readOnly = spec.readOnly ?? false;
-      const device = await FileDevice.open(spec.path, readOnly);
-      const exp: ServedExport = { name: spec.name, size: device.size, readOnly, hostId: spec.hostId, path: spec.path, device, ...(spec.description === undefined ? {} : { description: spec.description }) };
-      this.exports.set(spec.name, exp);
-      this.log?.info({ export: spec.name, hostId: spec.hostId, size: device.size, readOnly }, 'nbd export added');
-    } finally {
-      this.opening.delete(spec.name);
+      if (this.stateValue === 'STOPPING' || this.stateValue === 'STOPPED') throw new UnavailableError('NBD server is stopping');
+      const nameBytes = Buffer.byteLength(spec.name, 'utf8');
+      if (nameBytes === 0 || nameBytes > NBD_MAX_STRING || spec.name.includes('\0')) throw new InputError('NBD export names are 1 to 4096 bytes of UTF-8 without NUL', { name: spec.name });
+      if (hostId === '') throw new InputError('an NBD export needs a host id', { name: spec.name });
+      if (this.exports.has(spec.name)) throw new ConflictError(`NBD export '${spec.name}' exists`, { name: spec.name });
+    } catch (e) {
+      await device.close();
+      throw e;
     }
+    const readOnly = spec.readOnly ?? false;
+    this.exports.set(spec.name, { name: spec.name, size: device.size, readOnly, hostId, volume, device, ...(spec.description === undefined ? {} : { description: spec.description }) });
+    this.log?.info({ export: spec.name, hostId, volume, size: device.size, readOnly }, 'nbd export added');
   }
 
   /** Stops serving an export: new clients cannot open it and connected ones are cut at once. Absent is fine. */
@@ -308,8 +308,8 @@ export class NbdServer {
   }
 
   /** The exports served, for status pages and tests. */
-  listExports(): readonly { name: string; hostId: string; path: string; size: number; readOnly: boolean }[] {
-    return [...this.exports.values()].map(({ name, hostId, path, size, readOnly }) => ({ name, hostId, path, size, readOnly }));
+  listExports(): readonly { name: string; hostId: string; volume: string; size: number; readOnly: boolean }[] {
+    return [...this.exports.values()].map(({ name, hostId, volume, size, readOnly }) => ({ name, hostId, volume, size, readOnly }));
   }
 
   private accept(socket: Socket): void {
@@ -352,7 +352,8 @@ export class NbdServer {
       this.perHost.set(identity, fromHost + 1);
       return true;
     };
-    const conn = new NbdConnection(socket, new Handshake(config), this.options.tls, this.options, admit, log);
+    this.totals.connections++;
+    const conn = new NbdConnection(socket, new Handshake(config), this.options.tls, this.options, admit, log, this.totals);
     this.connections.add(conn);
     void conn.closed.then(() => {
       this.connections.delete(conn);
@@ -365,6 +366,11 @@ export class NbdServer {
   /** Connections closed because a cap was reached (at accept, or for a host after TLS), since the start. */
   get connectionsRefused(): number {
     return this.refused;
+  }
+
+  /** Connections, bytes and errors since the start (live numbers: read them, do not keep them). */
+  get stats(): Readonly<NbdStats> {
+    return this.totals;
   }
 }
 

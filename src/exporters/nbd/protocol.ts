@@ -6,7 +6,7 @@
  * Parsers take Buffers split anywhere (`push`) and hand out whole messages (`next`), or throw
  * `NbdProtocolError` when the bytes can never make a valid message; the caller then hangs up.
  */
-import { InputError } from '../../domain/index.js';
+import { EXTENT_HOLE, EXTENT_ZERO, InputError, type BlockExtent } from '../../domain/index.js';
 
 export const NBD_MAGIC = 0x4e42444d41474943n; // 'NBDMAGIC'
 export const NBD_IHAVEOPT = 0x49484156454f5054n; // 'IHAVEOPT'
@@ -107,8 +107,9 @@ export const NBD_E = {
 } as const;
 
 /** Flags of the `base:allocation` metadata context. */
-export const NBD_STATE_HOLE = 1 << 0;
-export const NBD_STATE_ZERO = 1 << 1;
+// The domain's extent bits are NBD's, so extents go on the wire as they are.
+export const NBD_STATE_HOLE = EXTENT_HOLE;
+export const NBD_STATE_ZERO = EXTENT_ZERO;
 export const BASE_ALLOCATION = 'base:allocation';
 
 /** The spec's limit for every string (export names, messages). */
@@ -213,11 +214,17 @@ export function exportNameReply(size: number, flags: number, noZeroes: boolean):
 
 /** A simple reply header; a successful READ's data follows it on the wire. */
 export function simpleReply(handle: bigint, error: number): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeUInt32BE(NBD_SIMPLE_REPLY_MAGIC, 0);
-  b.writeUInt32BE(error, 4);
-  b.writeBigUInt64BE(handle, 8);
-  return b;
+  return writeSimpleReply(Buffer.alloc(SIMPLE_REPLY_LENGTH), handle, error);
+}
+
+export const SIMPLE_REPLY_LENGTH = 16;
+
+/** simpleReply() written into the first bytes of `into`, which it returns. */
+export function writeSimpleReply(into: Buffer, handle: bigint, error: number): Buffer {
+  into.writeUInt32BE(NBD_SIMPLE_REPLY_MAGIC, 0);
+  into.writeUInt32BE(error, 4);
+  into.writeBigUInt64BE(handle, 8);
+  return into;
 }
 
 /** The header of one structured reply chunk; `length` bytes of payload follow. */
@@ -240,10 +247,16 @@ function writeChunkHeader(b: Buffer, flags: number, type: number, handle: bigint
  * sends the `dataLength` bytes after it, so a large read is never copied into a new buffer.
  */
 export function offsetDataHeader(handle: bigint, offset: number, dataLength: number, done: boolean): Buffer {
-  const b = Buffer.alloc(28);
-  writeChunkHeader(b, done ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE.OFFSET_DATA, handle, 8 + dataLength);
-  b.writeBigUInt64BE(BigInt(offset), 20);
-  return b;
+  return writeOffsetDataHeader(Buffer.alloc(OFFSET_DATA_HEADER_LENGTH), handle, offset, dataLength, done);
+}
+
+export const OFFSET_DATA_HEADER_LENGTH = 28;
+
+/** offsetDataHeader() written into the first bytes of `into`, which it returns. */
+export function writeOffsetDataHeader(into: Buffer, handle: bigint, offset: number, dataLength: number, done: boolean): Buffer {
+  writeChunkHeader(into, done ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE.OFFSET_DATA, handle, 8 + dataLength);
+  into.writeBigUInt64BE(BigInt(offset), 20);
+  return into;
 }
 
 /** An NBD_REPLY_TYPE_OFFSET_HOLE chunk: `length` bytes at `offset` read as zeros. */
@@ -283,10 +296,7 @@ export function structuredNone(handle: bigint): Buffer {
   return chunkHeader(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE.NONE, handle, 0);
 }
 
-export interface Extent {
-  readonly length: number;
-  readonly flags: number;
-}
+export type Extent = BlockExtent;
 
 /** A final NBD_REPLY_TYPE_BLOCK_STATUS chunk for one metadata context. */
 export function blockStatusReply(handle: bigint, contextId: number, extents: readonly Extent[]): Buffer {

@@ -4,33 +4,24 @@
  * decides when to read the next request and writes each reply whole, so replies to one socket
  * never interleave while requests still run concurrently and may finish out of order.
  */
-import { errnoCode } from '../../domain/index.js';
+import { errnoCode, type BlockDevice } from '../../domain/index.js';
+import type { NbdStats } from './stats.js';
 import {
   NBD_CMD,
   NBD_CMD_FLAG,
   NBD_E,
-  type Extent,
   type NbdRequest,
+  OFFSET_DATA_HEADER_LENGTH,
+  SIMPLE_REPLY_LENGTH,
   blockStatusReply,
-  offsetDataHeader,
   simpleReply,
   structuredError,
+  writeOffsetDataHeader,
+  writeSimpleReply,
 } from './protocol.js';
 
-/** The storage behind an export. Offsets and lengths are already checked against `size`. */
-export interface BlockDevice {
-  readonly size: number;
-  read(into: Buffer, offset: number): Promise<void>;
-  write(data: Buffer, offset: number): Promise<void>;
-  /** Makes every completed write durable. */
-  flush(): Promise<void>;
-  /** A hint that the range is no longer needed; may do nothing. */
-  trim(offset: number, length: number): Promise<void>;
-  /** Makes the range read as zeros; `mayPunch` allows doing it by deallocating. */
-  zero(offset: number, length: number, mayPunch: boolean): Promise<void>;
-  /** `base:allocation` extents from `offset`: at least one, at most `max`, within the range. */
-  extents(offset: number, length: number, max: number): Promise<Extent[]>;
-}
+/** The storage behind an export (a port of the domain: any volume a driver opens). */
+export type { BlockDevice } from '../../domain/index.js';
 
 export interface TransmissionContext {
   readonly device: BlockDevice;
@@ -42,6 +33,61 @@ export interface TransmissionContext {
   readonly maxRequestLength: number;
   /** Told about storage errors, which clients only see as an NBD error value. */
   readonly onStorageError?: (error: unknown, req: NbdRequest) => void;
+  /** Where READ data goes; without it, a new buffer per request. */
+  readonly readBuffers?: ReadBuffers;
+  /** Totals to count this request's bytes and errors in. */
+  readonly stats?: Pick<NbdStats, 'readBytes' | 'writtenBytes' | 'requestErrors' | 'storageErrors'>;
+}
+
+/**
+ * Buffers for READ data, taken per request and given back once the reply has left, so a
+ * stream of large reads reuses a few buffers instead of allocating one per request: fresh ones
+ * cost page faults on first touch and, as external memory, a major GC every few dozen MiB.
+ */
+export class ReadBuffers {
+  /** Free buffers by length; a client mostly reads in one size. */
+  private readonly free = new Map<number, Buffer[]>();
+  private freeBytes = 0;
+  /** Buffers handed out, so that only those come back (never a header or a caller's buffer). */
+  private readonly out = new WeakSet<Buffer>();
+
+  constructor(
+    /** Free buffers kept, in bytes: memory held beyond what connections have in flight. */
+    private readonly maxFreeBytes: number,
+    /** Smaller reads come from Node's allocator; larger ones are rare and would pin much memory. */
+    private readonly minLength = 4096,
+    private readonly maxLength = (4 << 20) + OFFSET_DATA_HEADER_LENGTH,
+  ) {}
+
+  take(length: number): Buffer {
+    if (length < this.minLength || length > this.maxLength) return Buffer.allocUnsafe(length);
+    const b = this.free.get(length)?.pop();
+    if (b !== undefined) this.freeBytes -= length;
+    const buffer = b ?? Buffer.allocUnsafeSlow(length);
+    this.out.add(buffer);
+    return buffer;
+  }
+
+  /** Takes back a buffer from take() that nothing refers to any more; anything else is ignored. */
+  give(buffer: Buffer): void {
+    if (!this.out.delete(buffer)) return;
+    const length = buffer.length;
+    // Room is made by dropping buffers of other lengths first: those of a client that went away.
+    for (const [size, list] of this.free) {
+      if (this.freeBytes + length <= this.maxFreeBytes) break;
+      if (size === length) continue;
+      while (list.length > 0 && this.freeBytes + length > this.maxFreeBytes) {
+        list.pop();
+        this.freeBytes -= size;
+      }
+      if (list.length === 0) this.free.delete(size);
+    }
+    if (this.freeBytes + length > this.maxFreeBytes) return;
+    let list = this.free.get(length);
+    if (list === undefined) this.free.set(length, (list = []));
+    list.push(buffer);
+    this.freeBytes += length;
+  }
 }
 
 /** Descriptors per BLOCK_STATUS reply; the spec lets a server return fewer than asked for. */
@@ -86,19 +132,29 @@ export function checkRequest(req: NbdRequest, ctx: TransmissionContext): { error
  */
 export async function execute(req: NbdRequest, ctx: TransmissionContext): Promise<Buffer[]> {
   const problem = checkRequest(req, ctx);
-  if (problem) return errorReply(req, ctx, problem.error, problem.message);
-  const { device } = ctx;
+  const { device, stats } = ctx;
+  if (problem) {
+    if (stats) stats.requestErrors++;
+    return errorReply(req, ctx, problem.error, problem.message);
+  }
   const fua = (req.flags & NBD_CMD_FLAG.FUA) !== 0;
   try {
     switch (req.type) {
       case NBD_CMD.READ: {
-        const data = Buffer.allocUnsafe(req.length);
-        await device.read(data, req.offset);
-        const head = ctx.structuredReplies ? offsetDataHeader(req.handle, req.offset, req.length, true) : simpleReply(req.handle, 0);
-        return [head, data];
+        // The header goes in front of the data, in one buffer: a TLS socket copies the parts of
+        // a reply written in several buffers into one before encrypting them.
+        const headLength = ctx.structuredReplies ? OFFSET_DATA_HEADER_LENGTH : SIMPLE_REPLY_LENGTH;
+        // A buffer whose read failed is not given back: the storage might still be writing into it.
+        const reply = ctx.readBuffers?.take(headLength + req.length) ?? Buffer.allocUnsafe(headLength + req.length);
+        await device.read(reply.subarray(headLength), req.offset);
+        if (stats) stats.readBytes += req.length;
+        if (ctx.structuredReplies) writeOffsetDataHeader(reply, req.handle, req.offset, req.length, true);
+        else writeSimpleReply(reply, req.handle, 0);
+        return [reply];
       }
       case NBD_CMD.WRITE:
         await device.write(req.data ?? Buffer.alloc(0), req.offset);
+        if (stats) stats.writtenBytes += req.length;
         break;
       case NBD_CMD.FLUSH:
         await device.flush();
@@ -120,6 +176,7 @@ export async function execute(req: NbdRequest, ctx: TransmissionContext): Promis
     if (fua) await device.flush();
     return ok(req);
   } catch (e) {
+    if (stats) stats.storageErrors++;
     ctx.onStorageError?.(e, req);
     // The client gets the error's code only: a message could name files on this machine.
     return errorReply(req, ctx, nbdErrno(e), `storage error ${errnoCode(e) ?? ''}`.trim());

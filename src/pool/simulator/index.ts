@@ -4,3 +4,4 @@ export { simulate, trainForecasts, type PoolResult, type Series, type Simulation
 export { parsePolicySpec, policiesFor, splitByShare, type PolicySpec } from './policy-spec.js';
 export { seriesCsv, seriesSvg, type PlotOptions } from './report.js';
 export { SYNTHETIC_START, generateTrace, mixedShapes, sliceTrace, type SourceShape } from './synthetic.js';
+export { comparePolicies, guessTraceFormat, parseTraceText, type CompareOptions, type Comparison, type PolicySeries, type ScoreRow } from './compare.js';

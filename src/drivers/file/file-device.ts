@@ -1,17 +1,18 @@
 /**
- * A regular file as the storage of an export. One FileDevice per export is shared by every
+ * A regular file as a block device (an NBD export's storage). One FileDevice per export is shared by every
  * connection to it, which is what makes NBD_FLAG_CAN_MULTI_CONN honest: a FLUSH on any
  * connection fdatasyncs the one file all of them write to.
  */
+import { read as fsRead } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { InputError } from '../../domain/index.js';
-import { NBD_STATE_HOLE, NBD_STATE_ZERO, type Extent } from './protocol.js';
-import type { BlockDevice } from './transmission.js';
-import { punchHole, readCached, seekData, seekHole, zeroRange } from './native.js';
+import { EXTENT_HOLE, EXTENT_ZERO, InputError, type BlockDevice, type BlockExtent } from '../../domain/index.js';
+import { punchHole, readCached, seekData, seekHole, zeroRange } from './file-device-native.js';
 
 /** Writes of zeros, when the filesystem cannot zero a range itself, go in pieces of this size. */
 const ZERO_PIECE = 1 << 20;
 const zeros = Buffer.alloc(ZERO_PIECE);
+/** Reads up to this size try the page cache on the event loop first; see read(). */
+const INLINE_READ_MAX = 64 << 10;
 
 export class FileDevice implements BlockDevice {
   private readonly pending = new Set<Promise<unknown>>();
@@ -36,17 +37,13 @@ export class FileDevice implements BlockDevice {
   }
 
   read(into: Buffer, offset: number): Promise<void> {
-    // Data in the page cache is copied right here; only what is not cached goes to the thread pool.
-    const cached = this.closing ? -1 : readCached(this.handle.fd, into, offset);
+    // A small read the page cache holds costs less copied right here than a trip through the
+    // thread pool. A large one is copied on a pool thread, in parallel with the event loop
+    // writing earlier replies to the socket: done here, the two copies of every byte (file to
+    // buffer, buffer to socket) take turns on one thread, and sequential reads are bound by it.
+    const cached = !this.closing && into.length <= INLINE_READ_MAX ? readCached(this.handle.fd, into, offset) : -1;
     if (cached === into.length) return Promise.resolve();
-    return this.track(async () => {
-      for (let done = Math.max(cached, 0); done < into.length; ) {
-        const { bytesRead } = await this.handle.read(into, done, into.length - done, offset + done);
-        // The file shrank under us: report it rather than hand out bytes that were never read.
-        if (bytesRead === 0) throw Object.assign(new Error('EIO: read past the end of the file'), { code: 'EIO' });
-        done += bytesRead;
-      }
-    });
+    return this.track(() => readFully(this.handle.fd, into, Math.max(cached, 0), offset));
   }
 
   write(data: Buffer, offset: number): Promise<void> {
@@ -81,10 +78,10 @@ export class FileDevice implements BlockDevice {
     });
   }
 
-  extents(offset: number, length: number, max: number): Promise<Extent[]> {
+  extents(offset: number, length: number, max: number): Promise<BlockExtent[]> {
     return this.track(async () => {
       const end = offset + length;
-      const out: Extent[] = [];
+      const out: BlockExtent[] = [];
       let pos = offset;
       const add = (to: number, flags: number) => {
         out.push({ length: to - pos, flags });
@@ -93,8 +90,8 @@ export class FileDevice implements BlockDevice {
       try {
         while (pos < end && out.length < max) {
           const data = await seekData(this.handle.fd, pos);
-          if (data === null || data >= end) add(end, NBD_STATE_HOLE | NBD_STATE_ZERO);
-          else if (data > pos) add(data, NBD_STATE_HOLE | NBD_STATE_ZERO);
+          if (data === null || data >= end) add(end, EXTENT_HOLE | EXTENT_ZERO);
+          else if (data > pos) add(data, EXTENT_HOLE | EXTENT_ZERO);
           else {
             // A hole punched between the two calls could put the next hole at `pos`: then
             // claim data up to the end, which is always a true answer, never an empty extent.
@@ -127,6 +124,22 @@ export class FileDevice implements BlockDevice {
     void p.finally(() => this.pending.delete(p)).catch(() => undefined);
     return p;
   }
+}
+
+/** pread on the thread pool until `into` is full, from its byte `from` on. */
+function readFully(fd: number, into: Buffer, from: number, offset: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (done: number): void => {
+      if (done >= into.length) return resolve();
+      fsRead(fd, into, done, into.length - done, offset + done, (err, n) => {
+        if (err) return reject(err);
+        // The file shrank under us: report it rather than hand out bytes that were never read.
+        if (n === 0) return reject(Object.assign(new Error('EIO: read past the end of the file'), { code: 'EIO' }));
+        step(done + n);
+      });
+    };
+    step(from);
+  });
 }
 
 async function succeeds(p: Promise<unknown>): Promise<boolean> {

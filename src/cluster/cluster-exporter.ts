@@ -1,0 +1,41 @@
+import type { Access, ClusterBus, Copy, Exporter, Mapping } from '../domain/index.js';
+
+/**
+ * The exporter as the services see it when instances share the state: each change is made here
+ * and told to the others, so that every instance serves every mapped copy, a changed key holds
+ * everywhere, and a release cuts the host's connections on every instance.
+ */
+export class ClusterExporter implements Exporter {
+  constructor(
+    readonly local: Exporter,
+    private readonly bus: ClusterBus,
+  ) {}
+
+  get name(): string {
+    return this.local.name;
+  }
+
+  async export(mapping: Mapping, copy: Pick<Copy, 'id' | 'volume'>): Promise<Access> {
+    const access = await this.local.export(mapping, copy);
+    this.bus.publish({ kind: 'mapped', hostId: mapping.hostId, copyId: copy.id });
+    return access;
+  }
+
+  setHostKey(hostId: string, pskHex: string | null): void {
+    this.local.setHostKey(hostId, pskHex);
+    this.bus.publish({ kind: 'host-key', hostId });
+  }
+
+  async unexport(hostId: string): Promise<void> {
+    await this.local.unexport(hostId);
+    this.bus.publish({ kind: 'released', hostId });
+  }
+
+  exportedHosts(): readonly string[] {
+    return this.local.exportedHosts();
+  }
+
+  close(): Promise<void> {
+    return this.local.close();
+  }
+}

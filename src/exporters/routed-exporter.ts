@@ -1,0 +1,45 @@
+import type { Access, Copy, Exporter, ExporterKind, Mapping } from '../domain/index.js';
+
+/**
+ * Serves each host by the exporter chosen for it (`--exporter both`, or iSCSI alone): the
+ * services see one Exporter. A release unexports the host from every exporter, so a host whose
+ * choice changed while mapped still loses its sessions everywhere.
+ */
+export class RoutedExporter implements Exporter {
+  readonly name: string;
+
+  constructor(
+    private readonly exporters: Readonly<Partial<Record<ExporterKind, Exporter>>>,
+    /** The exporter that serves the host (its record's choice, else the server's). */
+    private readonly route: (hostId: string) => Promise<ExporterKind>,
+  ) {
+    this.name = Object.keys(exporters).join('+');
+  }
+
+  async export(mapping: Mapping, copy: Pick<Copy, 'id' | 'volume'>): Promise<Access> {
+    const kind = await this.route(mapping.hostId);
+    const exporter = this.exporters[kind];
+    if (!exporter) throw new Error(`host ${mapping.hostId} is to be served over ${kind}, which this server does not run (--exporter ${this.name})`);
+    return exporter.export(mapping, copy);
+  }
+
+  setHostKey(hostId: string, pskHex: string | null): void {
+    for (const e of this.all()) e.setHostKey(hostId, pskHex);
+  }
+
+  async unexport(hostId: string): Promise<void> {
+    for (const e of this.all()) await e.unexport(hostId);
+  }
+
+  exportedHosts(): readonly string[] {
+    return [...new Set(this.all().flatMap((e) => e.exportedHosts()))];
+  }
+
+  async close(): Promise<void> {
+    for (const e of this.all()) await e.close();
+  }
+
+  private all(): Exporter[] {
+    return Object.values(this.exporters).filter((e): e is Exporter => e !== undefined);
+  }
+}
