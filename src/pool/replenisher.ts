@@ -577,10 +577,12 @@ export class Replenisher extends EventEmitter<Events> {
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
       log.warn({ err: e, code: isPrestageError(e) ? e.code : errnoCode(e) }, 'copy failed');
-      await driver.removeCopy(entry.copyId).catch((err: unknown) => log.error({ err }, 'could not remove a failed copy'));
-      await store
-        .moveCopy(entry.copyId, 'making', 'failed', { error: message }, { type: 'copy.failed', subject: entry.copyId, data: { imageId: image.id, pool, error: message } })
-        .catch((err: unknown) => log.error({ err }, 'could not record a failed copy'));
+      const landed = await this.settleFailedCopy(image, pool, entry.copyId, message, log);
+      if (landed) {
+        if (pool !== null) this.backoff.delete(pool);
+        log.info('copy ready (its state change committed although the reply was lost)');
+        return { ok: true, copy: landed };
+      }
       this.space.release(entry.copyId);
       if (isNoSpace(e)) {
         // Not a back-off: the pool is short of space and tries again as soon as space is freed.
@@ -592,6 +594,34 @@ export class Replenisher extends EventEmitter<Events> {
         setTimeout(() => this.poke(), delayMs).unref();
       }
       return { ok: false, error: e };
+    }
+  }
+  /**
+   * Records a copy as failed and only then removes its volume, so that a row is never left
+   * ready or mapped without its bytes. When the store cannot be reached (a commit whose reply
+   * was lost may have landed) it asks again until it can, and then goes by what the row says:
+   * still making → failed here and removed; ready → the copy did land and is returned; anything
+   * else → another instance (the one that reaped this one) owns the row and its volume.
+   */
+  private async settleFailedCopy(image: Image, pool: string | null, copyId: string, message: string, log: Logger): Promise<Copy | null> {
+    const { store, driver } = this.opts;
+    for (let delayMs = 100; ; delayMs = Math.min(5000, delayMs * 2)) {
+      try {
+        const failed = await store.moveCopy(copyId, 'making', 'failed', { error: message }, { type: 'copy.failed', subject: copyId, data: { imageId: image.id, pool, error: message } });
+        if (failed) {
+          await driver.removeCopy(copyId).catch((err: unknown) => log.error({ err }, 'could not remove a failed copy'));
+          return null;
+        }
+        const row = await store.getCopy(copyId);
+        return row?.state === 'ready' ? row : null;
+      } catch (err) {
+        if (this.stateValue === 'STOPPED') {
+          log.error({ err }, 'could not record a failed copy before stopping; reconcile on the next start removes it');
+          return null;
+        }
+        log.warn({ err, retryInMs: delayMs }, 'could not record a failed copy; asking again');
+        await new Promise((r) => setTimeout(r, delayMs));
+      }
     }
   }
 }

@@ -138,7 +138,8 @@ describe('a pool on a filesystem too small for its target', () => {
     assert.match(list.stdout, /^golden\s.*short of space: a copy needs 100\.\d MiB/m);
     const human = await cli('status');
     assert.equal(human.code, 0, human.stderr);
-    assert.match(human.stdout, /^health\s+degraded: golden: short of space/m);
+    assert.match(human.stdout, /^degraded: 1 problem /);
+    assert.match(human.stdout, /^! golden: short of space: a copy needs 100\.\d MiB/m);
   });
 
   it('starts a copy at once when someone else frees space', async () => {
