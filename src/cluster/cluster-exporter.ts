@@ -1,4 +1,4 @@
-import type { Access, ClusterBus, Copy, Exporter, Mapping } from '../domain/index.js';
+import type { Access, ClusterBus, ExportedCopy, Exporter, Mapping } from '../domain/index.js';
 
 /**
  * The exporter as the services see it when instances share the state: each change is made here
@@ -15,7 +15,7 @@ export class ClusterExporter implements Exporter {
     return this.local.name;
   }
 
-  async export(mapping: Mapping, copy: Pick<Copy, 'id' | 'volume'>): Promise<Access> {
+  async export(mapping: Mapping, copy: ExportedCopy): Promise<Access> {
     const access = await this.local.export(mapping, copy);
     this.bus.publish({ kind: 'mapped', hostId: mapping.hostId, copyId: copy.id });
     return access;

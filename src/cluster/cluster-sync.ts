@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { NotFoundError, type ClusterBus, type ClusterMessage, type Exporter, type Image, type Mapping, type Store } from '../domain/index.js';
+import { NotFoundError, type ClusterBus, type ClusterMessage, type ExportedCopy, type Exporter, type Image, type Mapping, type Store } from '../domain/index.js';
 
 export interface ClusterSyncOptions {
   readonly bus: ClusterBus;
@@ -34,20 +34,21 @@ export class ClusterSync {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
-  /** Image id → its volume; images never change, so once read is enough. */
-  private readonly imageVolumes = new Map<string, string>();
+  /** Image id → its volume and size; images never change, so once read is enough. */
+  private readonly images = new Map<string, Pick<Image, 'volume' | 'sizeBytes'>>();
 
   constructor(private readonly o: ClusterSyncOptions) {}
 
-  private async volumeOf(mapping: Mapping): Promise<string> {
-    let volume = this.imageVolumes.get(mapping.imageId);
-    if (volume === undefined) {
-      const image = await this.o.store.getImage(mapping.imageId);
-      if (!image) throw new NotFoundError('image', mapping.imageId);
-      volume = image.volume;
-      this.imageVolumes.set(mapping.imageId, volume);
+  /** The mapped copy as this instance's driver places it. */
+  private async copyOf(mapping: Mapping): Promise<ExportedCopy> {
+    let image = this.images.get(mapping.imageId);
+    if (image === undefined) {
+      const row = await this.o.store.getImage(mapping.imageId);
+      if (!row) throw new NotFoundError('image', mapping.imageId);
+      image = { volume: row.volume, sizeBytes: row.sizeBytes };
+      this.images.set(mapping.imageId, image);
     }
-    return this.o.volumeOf(mapping.copyId, { volume });
+    return { id: mapping.copyId, volume: this.o.volumeOf(mapping.copyId, image), sizeBytes: image.sizeBytes };
   }
 
   start(): void {
@@ -110,7 +111,7 @@ export class ClusterSync {
   private async exportMapped(hostId: string, copyId: string): Promise<void> {
     const mapping = await this.o.store.getMapping(hostId);
     if (mapping?.copyId !== copyId) return; // released again meanwhile, or never committed
-    await this.o.exporter.export(mapping, { id: copyId, volume: await this.volumeOf(mapping) });
+    await this.o.exporter.export(mapping, await this.copyOf(mapping));
   }
 
   /** Every key and every mapping as the store has them now; hosts no longer mapped lose their exports. */
@@ -123,7 +124,7 @@ export class ClusterSync {
       // One query for all: exporting a copy exported already costs nothing (no read per host).
       for (const m of await store.listMappings()) {
         mapped.add(m.hostId);
-        this.inOrder(m.hostId, async () => void (await exporter.export(m, { id: m.copyId, volume: await this.volumeOf(m) })));
+        this.inOrder(m.hostId, async () => void (await exporter.export(m, await this.copyOf(m))));
       }
       for (const hostId of exporter.exportedHosts()) if (!mapped.has(hostId)) this.inOrder(hostId, () => exporter.unexport(hostId));
     } catch (err) {

@@ -160,10 +160,20 @@ export interface HostIscsiSecrets {
   readonly mutualSecret: string | null;
 }
 
+/**
+ * What an exporter serves: a copy's id and volume, and its size (its image's), known without
+ * opening the volume, so that an exporter may open it after the provision has answered.
+ */
+export interface ExportedCopy {
+  readonly id: string;
+  readonly volume: string;
+  readonly sizeBytes: number;
+}
+
 export interface Exporter {
   readonly name: string;
   /** Exports the copy to the mapping's host only; exporting an exported copy again is a no-op. */
-  export(mapping: Mapping, copy: Pick<Copy, 'id' | 'volume'>): Promise<Access>;
+  export(mapping: Mapping, copy: ExportedCopy): Promise<Access>;
   /** The host's credentials changed (a new key, or null when the host is removed). */
   setHostKey(hostId: string, pskHex: string | null): void;
   unexport(hostId: string): Promise<void>;

@@ -1,6 +1,7 @@
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
-import type { Access, BlockDevice, Copy, Exporter, Mapping } from '../domain/index.js';
+import type { Access, BlockDevice, ExportedCopy, Exporter, Mapping } from '../domain/index.js';
+import { BackgroundDevice } from './background-device.js';
 import { NbdServer, type NbdStats } from './nbd/index.js';
 
 /** The NBD server's totals since its start, with its connections open and refused now. */
@@ -19,7 +20,7 @@ export interface NbdExporterOptions {
   /** PEM of the server certificate, its key and the CA of client certificates; with `tls: 'x509'`. */
   readonly x509?: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer };
   readonly logger?: Logger;
-  /** Opens a copy's volume for I/O: the driver's openVolume (a file, an RBD image). */
+  /** Opens a copy's volume for I/O: the driver's openVolume (a file, an RBD image). Called in the background after export() answered. */
   readonly openVolume: (volume: string, opts: { readonly readOnly: boolean }) => Promise<BlockDevice>;
 }
 
@@ -75,10 +76,12 @@ export class NbdExporter implements Exporter {
     if (changed && this.o.tls === 'psk') void this.server.disconnectHost(hostId, 'host key changed');
   }
 
-  async export(mapping: Mapping, copy: Pick<Copy, 'id' | 'volume'>): Promise<Access> {
+  async export(mapping: Mapping, copy: ExportedCopy): Promise<Access> {
     const exportName = copy.id;
     if (!this.exported.has(exportName)) {
-      const device = await this.o.openVolume(copy.volume, { readOnly: false });
+      const device = new BackgroundDevice(copy.sizeBytes, () => this.o.openVolume(copy.volume, { readOnly: false }), (err) =>
+        this.o.logger?.error({ err, copyId: copy.id, hostId: mapping.hostId, volume: copy.volume }, 'cannot open the volume of an export; its requests fail until it opens'),
+      );
       await this.server.addExport({ name: exportName, device, volume: copy.volume, hostId: mapping.hostId, description: `${mapping.source} for ${mapping.hostId}` });
       this.exported.set(exportName, mapping.hostId);
     }

@@ -1,4 +1,4 @@
-import type { Access, Copy, Exporter, ExporterKind, Mapping } from '../domain/index.js';
+import type { Access, ExportedCopy, Exporter, ExporterKind, Mapping } from '../domain/index.js';
 
 /**
  * Serves each host by the exporter chosen for it (`--exporter both`, or iSCSI alone): the
@@ -16,7 +16,7 @@ export class RoutedExporter implements Exporter {
     this.name = Object.keys(exporters).join('+');
   }
 
-  async export(mapping: Mapping, copy: Pick<Copy, 'id' | 'volume'>): Promise<Access> {
+  async export(mapping: Mapping, copy: ExportedCopy): Promise<Access> {
     const kind = await this.route(mapping.hostId);
     const exporter = this.exporters[kind];
     if (!exporter) throw new Error(`host ${mapping.hostId} is to be served over ${kind}, which this server does not run (--exporter ${this.name})`);

@@ -11,6 +11,7 @@ import {
   renderPerHost,
   type Access,
   type Copy,
+  type ExportedCopy,
   type Exporter,
   type Host,
   type Image,
@@ -211,7 +212,7 @@ export class ProvisioningService {
       claimed = await this.wait(hostId, source, image);
       outcome = Date.parse(claimed.copy.createdAt) < startedAtMs ? 'joined' : 'cold';
     }
-    const access = await this.exportOrUndo(claimed.mapping, claimed.copy);
+    const access = await this.exportOrUndo(claimed.mapping, { id: claimed.copy.id, volume: claimed.copy.volume, sizeBytes: image.sizeBytes });
     failpoint('export.after-export');
     const waitMs = performance.now() - started;
     this.o.logger.info({ hostId, copyId: claimed.copy.id, source, outcome, waitMs: Math.round(waitMs * 10) / 10 }, 'provisioned');
@@ -234,11 +235,13 @@ export class ProvisioningService {
     if (!copy || copy.state !== 'mapped') {
       throw new UnavailableError(`the copy of host '${mapping.hostId}' is ${copy?.state ?? 'missing'}; release the host and provision it again`, { hostId: mapping.hostId });
     }
-    const access = await this.o.exporter.export(mapping, copy);
+    // Images are never deleted while a copy of theirs is mapped (the store refuses it).
+    if (!image) throw new NotFoundError('image', mapping.imageId);
+    const access = await this.o.exporter.export(mapping, { id: copy.id, volume: copy.volume, sizeBytes: image.sizeBytes });
     return {
       hostId: mapping.hostId,
       source,
-      image: image ? `${image.name}@${image.version}` : mapping.imageId,
+      image: `${image.name}@${image.version}`,
       copyId: copy.id,
       access,
       outcome: 'warm',
@@ -327,7 +330,7 @@ export class ProvisioningService {
   }
 
   /** The export failed after the claim: give the copy back to nobody (it is removed) and report. */
-  private async exportOrUndo(mapping: Mapping, copy: Copy): Promise<Access> {
+  private async exportOrUndo(mapping: Mapping, copy: ExportedCopy): Promise<Access> {
     try {
       return await this.o.exporter.export(mapping, copy);
     } catch (e) {
@@ -356,10 +359,17 @@ export class ProvisioningService {
   /** Re-exports every mapping (at start), so hosts find their copies after a restart. */
   async exportAll(): Promise<number> {
     let n = 0;
+    const sizes = new Map<string, number>();
     for (const m of await this.o.store.listMappings()) {
       const copy = await this.o.store.getCopy(m.copyId);
       if (copy?.state !== 'mapped') continue;
-      await this.o.exporter.export(m, copy);
+      let sizeBytes = sizes.get(m.imageId);
+      if (sizeBytes === undefined) {
+        const image = await this.o.store.getImage(m.imageId);
+        if (!image) continue;
+        sizes.set(m.imageId, (sizeBytes = image.sizeBytes));
+      }
+      await this.o.exporter.export(m, { id: copy.id, volume: copy.volume, sizeBytes });
       n++;
     }
     return n;

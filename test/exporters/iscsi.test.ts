@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ConflictError, InputError, type Mapping } from '../../src/domain/index.js';
+import { ConflictError, InputError, type ExportedCopy, type Mapping } from '../../src/domain/index.js';
 import { FileDriver } from '../../src/drivers/index.js';
 import { IscsiExporter, newHostAuth, Tgtd, type IscsiHostAuth } from '../../src/exporters/iscsi/index.js';
 import { makeTempDir, sha256File, waitFor, writeRandomFile } from '../helpers/files.js';
@@ -31,7 +31,7 @@ describe('iSCSI exporter (tgtd, libiscsi, qemu)', () => {
   let exporter: IscsiExporter;
   let portal: string;
   let golden: { volume: string; sha256: string; sizeBytes: number };
-  const copies: Record<string, { id: string; volume: string }> = {};
+  const copies: Record<string, ExportedCopy> = {};
   // web-1 logs in with CHAP; Db_2 (an id that is no iSCSI name as it is) with mutual CHAP too.
   const authA = newHostAuth('web-1', 'iqn.2026-01.test.prestage:web-1');
   let authB = newHostAuth('Db_2', 'iqn.2026-01.test.prestage:db-2', { mutual: true });
@@ -46,7 +46,7 @@ describe('iSCSI exporter (tgtd, libiscsi, qemu)', () => {
     golden = await driver.importImage(join(dir, 'golden.raw'));
     for (const id of ['c-a', 'c-b', 'c-a2']) {
       await driver.makeCopy(golden, id);
-      copies[id] = { id, volume: driver.copyVolumeFor(id) };
+      copies[id] = { id, volume: driver.copyVolumeFor(id), sizeBytes: SIZE };
     }
     tgtd = new Tgtd({ runDir: join(dir, 'run'), portal: { host: '127.0.0.1', port: await freePort() } });
     exporter = new IscsiExporter({ tgtd });
@@ -166,8 +166,8 @@ describe('iSCSI exporter (tgtd, libiscsi, qemu)', () => {
     // A host without credentials, and a volume that is not a file, are refused before tgtd is touched.
     await assert.rejects(exporter.export(mapping('web-3', 'c-a2'), copies['c-a2']!), (e: unknown) => e instanceof ConflictError && /no iSCSI initiator name/.test(e.message));
     await exporter.setHostAuth('web-3', good);
-    await assert.rejects(exporter.export(mapping('web-3', 'c-x'), { id: 'c-x', volume: 'rbd:pool/copy-c-x' }), (e: unknown) => e instanceof ConflictError && /not a local file.*rbd/.test(e.message));
-    await assert.rejects(exporter.export(mapping('web-3', 'c-y'), { id: 'c-y', volume: join(dir, 'missing.raw') }), ConflictError);
+    await assert.rejects(exporter.export(mapping('web-3', 'c-x'), { id: 'c-x', volume: 'rbd:pool/copy-c-x', sizeBytes: SIZE }), (e: unknown) => e instanceof ConflictError && /not a local file.*rbd/.test(e.message));
+    await assert.rejects(exporter.export(mapping('web-3', 'c-y'), { id: 'c-y', volume: join(dir, 'missing.raw'), sizeBytes: SIZE }), ConflictError);
     await exporter.setHostAuth('web-3', null);
     await assert.rejects(exporter.setHostAuth('web-1', null), (e: unknown) => e instanceof ConflictError && /unexport it/.test(e.message));
     assert.deepEqual(await tgtd.admin.targets(), targets);

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { InputError, type Copy, type Mapping } from '../../src/domain/index.js';
+import { InputError, type Mapping } from '../../src/domain/index.js';
 import { NbdExporter } from '../../src/exporters/nbd-exporter.js';
 import { FileDevice } from '../../src/drivers/file/file-device.js';
 import { Handshake, NbdServer, nbdProtocol as p, type HandshakeConfig, type NbdExportInfo } from '../../src/exporters/nbd/index.js';
@@ -331,8 +331,7 @@ describe('NBD host key change', () => {
     const now = new Date().toISOString();
     for (const [host, id, file] of [['hostA', 'copy-a', 'a.img'], ['hostB', 'copy-b', 'b.img']] as const) {
       const mapping: Mapping = { hostId: host, copyId: id, source: 'golden', imageId: 'img', createdAt: now };
-      const copy: Copy = { id, imageId: 'img', pool: null, state: 'mapped', volume: join(dir, file), method: null, hostId: host, error: null, createdAt: now, readyAt: now, copyMs: 0 };
-      await exporter.export(mapping, copy);
+      await exporter.export(mapping, { id, volume: join(dir, file), sizeBytes: MiB });
     }
   });
   after(async () => {

@@ -12,7 +12,7 @@
 import { stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
-import { ConflictError, PrestageError, type Access, type Copy, type Mapping } from '../../domain/index.js';
+import { ConflictError, PrestageError, type Access, type ExportedCopy, type Mapping } from '../../domain/index.js';
 import { checkHostAuth, checkTargetPrefix, DEFAULT_TARGET_PREFIX, isIscsiName, targetNameFor, type IscsiHostAuth } from './names.js';
 import { isTgtadmError, type Tgtadm } from './tgtadm.js';
 import type { TgtTarget } from './tgtadm-show.js';
@@ -195,7 +195,7 @@ export class IscsiExporter {
    * accounts, then its initiator name on the ACL. Exporting the exported copy again is a no-op;
    * a host with another copy exported is a ConflictError. A failure leaves nothing behind.
    */
-  async export(mapping: Mapping, copy: Pick<Copy, 'id' | 'volume'>): Promise<IscsiAccess> {
+  async export(mapping: Mapping, copy: ExportedCopy): Promise<IscsiAccess> {
     const { hostId } = mapping;
     const target = this.targetName(hostId);
     return this.serial(async () => {
@@ -246,7 +246,7 @@ export class IscsiExporter {
    * and account tgtd holds. A mapping that cannot be exported is reported, not thrown, so one bad
    * copy does not keep every other host from its own.
    */
-  reconcile(mappings: readonly { readonly mapping: Mapping; readonly copy: Pick<Copy, 'id' | 'volume'> }[]): Promise<IscsiReconcileReport> {
+  reconcile(mappings: readonly { readonly mapping: Mapping; readonly copy: ExportedCopy }[]): Promise<IscsiReconcileReport> {
     return this.serial(async () => {
       const failed: { hostId: string; error: string }[] = [];
       const previous = new Map(this.entries);
