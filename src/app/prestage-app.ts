@@ -21,7 +21,8 @@ import {
   SimulationService,
   TemplateService,
   TokenService,
-  iscsiHostAuth,
+  readAllHostCredentials,
+  readHostCredentials,
   reconcile,
   removeDeadWork,
   type ReconcileReport,
@@ -152,10 +153,8 @@ export class PrestageApp {
       const localExporter: Exporter = await this.openExporter(driver, store);
       this.onStop('exporter', () => localExporter.close());
       const exporter = new ClusterExporter(localExporter, bus);
-      for (const { hostId, psk } of await store.listHostKeys()) localExporter.setHostKey(hostId, psk);
-      // Every host's iSCSI login, before the mappings are exported again below.
-      const iscsi = this.iscsi;
-      if (iscsi) for (const h of await store.listHostIscsi()) await iscsi.setHostAuth(h.hostId, iscsiHostAuth(h.hostId, h));
+      // Every host's credentials, before the mappings are exported again below.
+      for (const [hostId, credentials] of await readAllHostCredentials(store)) await localExporter.setHostCredentials(hostId, credentials);
 
       const membership = new Membership({
         store,
@@ -210,6 +209,8 @@ export class PrestageApp {
           bus,
           store,
           exporter: localExporter,
+          credentialsOf: (hostId) => readHostCredentials(store, hostId),
+          allCredentials: () => readAllHostCredentials(store),
           volumeOf: (copyId, image) => driver.copyVolumeFor(copyId, image),
           logger: logger.child({ component: 'cluster' }),
           onCopyReady: (copyId, imageId) => provisioning.copyReadyElsewhere(copyId, imageId),
@@ -249,13 +250,8 @@ export class PrestageApp {
         {
           images: new ImageService({ store, driver, replenisher, logger, defaultPool, importDirs: config.importDirs, dataDir: config.dataDir, onImported: (image) => void templates.baseImported(image).catch((err: unknown) => logger.error({ err }, 'template rebuilds not started')) }),
           templates,
-          hosts: new HostService(store, exporter, {
-            // Hosts get iSCSI credentials even when no tgtd runs here: a later --exporter iscsi serves them at once.
-            setHostAuth: async (id, auth) => {
-              await iscsi?.setHostAuth(id, auth);
-            },
-            mutual: config.iscsiMutualChap,
-          }),
+          // Hosts get iSCSI credentials even when no tgtd runs here: a later --exporter iscsi serves them at once.
+          hosts: new HostService(store, exporter, config.iscsiMutualChap),
           pools,
           provisioning,
           copies: new CopyService(store, replenisher),

@@ -1,4 +1,4 @@
-import type { Access, ClusterBus, ExportedCopy, Exporter, Mapping } from '../domain/index.js';
+import type { Access, ClusterBus, ExportedCopy, Exporter, HostCredentials, Mapping } from '../domain/index.js';
 
 /**
  * The exporter as the services see it when instances share the state: each change is made here
@@ -21,9 +21,9 @@ export class ClusterExporter implements Exporter {
     return access;
   }
 
-  setHostKey(hostId: string, pskHex: string | null): void {
-    this.local.setHostKey(hostId, pskHex);
-    this.bus.publish({ kind: 'host-key', hostId });
+  async setHostCredentials(hostId: string, credentials: HostCredentials | null): Promise<void> {
+    await this.local.setHostCredentials(hostId, credentials);
+    this.bus.publish({ kind: 'host-credentials', hostId });
   }
 
   async unexport(hostId: string): Promise<void> {

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { NotFoundError, type ClusterBus, type ClusterMessage, type ExportedCopy, type Exporter, type Image, type Mapping, type Store } from '../domain/index.js';
+import { NotFoundError, type ClusterBus, type ClusterMessage, type ExportedCopy, type Exporter, type HostCredentials, type Image, type Mapping, type Store } from '../domain/index.js';
 
 export interface ClusterSyncOptions {
   readonly bus: ClusterBus;
@@ -11,6 +11,10 @@ export interface ClusterSyncOptions {
   readonly onCopyReady: (copyId: string, imageId: string) => void;
   /** Tokens changed on another instance (null: any of them). */
   readonly onTokenRevoked?: (name: string | null) => void;
+  /** A host's credentials as the store has them now (null: it has none). */
+  readonly credentialsOf: (hostId: string) => Promise<HostCredentials | null>;
+  /** Every host's credentials. */
+  readonly allCredentials: () => Promise<ReadonlyMap<string, HostCredentials>>;
   /** Where a copy of the image lives, as this instance's driver names it (a shared filesystem may be mounted elsewhere here). */
   readonly volumeOf: (copyId: string, image: Pick<Image, 'volume'>) => string;
   /** Pools changed hands (an instance stopped): take leases now rather than at the next heartbeat. */
@@ -75,8 +79,8 @@ export class ClusterSync {
         this.o.onClaimOrRelease();
         this.inOrder(m.hostId, () => this.o.exporter.unexport(m.hostId));
         return;
-      case 'host-key':
-        this.inOrder(m.hostId, async () => this.o.exporter.setHostKey(m.hostId, (await this.o.store.getHostKey(m.hostId)) ?? null));
+      case 'host-credentials':
+        this.inOrder(m.hostId, async () => this.o.exporter.setHostCredentials(m.hostId, await this.o.credentialsOf(m.hostId)));
         return;
       case 'copy-ready':
         this.o.onCopyReady(m.copyId, m.imageId);
@@ -119,7 +123,7 @@ export class ClusterSync {
     if (this.stopped) return;
     const { store, exporter, logger } = this.o;
     try {
-      for (const { hostId, psk } of await store.listHostKeys()) exporter.setHostKey(hostId, psk);
+      for (const [hostId, credentials] of await this.o.allCredentials()) this.inOrder(hostId, () => exporter.setHostCredentials(hostId, credentials));
       const mapped = new Set<string>();
       // One query for all: exporting a copy exported already costs nothing (no read per host).
       for (const m of await store.listMappings()) {

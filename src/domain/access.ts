@@ -19,3 +19,29 @@ export type Access =
 
 /** The exporters a host may be served by: `nbd` (the built-in NBD server) or `iscsi` (tgtd). */
 export type ExporterKind = 'nbd' | 'iscsi';
+
+/** A CHAP account: who proves itself, and the shared secret it proves itself with. */
+export interface ChapAccount {
+  readonly user: string;
+  readonly secret: string;
+}
+
+/** What lets one host in over iSCSI: its initiator name (the only one its target accepts) and its CHAP accounts. */
+export interface IscsiHostAuth {
+  /** The host's initiator name (IQN, EUI or NAA form). */
+  readonly initiator: string;
+  /** The host proves itself with this account (tgt's incoming account). */
+  readonly chap: ChapAccount;
+  /** Mutual CHAP: the target proves itself to the host with this account (tgt's outgoing account). */
+  readonly mutual?: ChapAccount;
+}
+
+/**
+ * Everything a host proves itself with, one part per exporter: each exporter takes its own part
+ * (Exporter.setHostCredentials) and lets in nobody else. Secrets: never served in an Access.
+ */
+export interface HostCredentials {
+  /** The NBD TLS-PSK key (hex); its identity is the host id. */
+  readonly psk: string | null;
+  readonly iscsi: IscsiHostAuth | null;
+}

@@ -3,7 +3,7 @@
  * `app/`; tests of the layers above may swap them.
  */
 import type { CustomizePlan } from './template.js';
-import type { Access } from './access.js';
+import type { Access, HostCredentials } from './access.js';
 import type { ApiToken, Copy, CopyMethod, CopyState, EventRecord, Host, Image, InstanceRecord, Mapping, Pool, PoolLease, PoolPolicy, ReapedWork, TemplateBuild, TemplateRecord } from './types.js';
 
 export interface Progress {
@@ -174,8 +174,11 @@ export interface Exporter {
   readonly name: string;
   /** Exports the copy to the mapping's host only; exporting an exported copy again is a no-op. */
   export(mapping: Mapping, copy: ExportedCopy): Promise<Access>;
-  /** The host's credentials changed (a new key, or null when the host is removed). */
-  setHostKey(hostId: string, pskHex: string | null): void;
+  /**
+   * The host's credentials as they are now (null: the host was removed). Sessions opened with
+   * credentials that changed end at once; the exporter takes only its own part.
+   */
+  setHostCredentials(hostId: string, credentials: HostCredentials | null): Promise<void>;
   unexport(hostId: string): Promise<void>;
   /** Hosts with a copy exported here now. */
   exportedHosts(): readonly string[];
@@ -190,7 +193,7 @@ export type ClusterMessage =
   | { readonly kind: 'mapped'; readonly hostId: string; readonly copyId: string }
   | { readonly kind: 'released'; readonly hostId: string }
   | { readonly kind: 'copy-ready'; readonly copyId: string; readonly imageId: string }
-  | { readonly kind: 'host-key'; readonly hostId: string }
+  | { readonly kind: 'host-credentials'; readonly hostId: string }
   | { readonly kind: 'token-revoked'; readonly name: string | null }
   | { readonly kind: 'pools' }
   /** Events were appended to the log: live readers of it (`GET /v1/events` streams) read on. */

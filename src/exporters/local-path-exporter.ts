@@ -13,8 +13,9 @@ export class LocalPathExporter implements Exporter {
     return Promise.resolve({ kind: 'path', path: copy.volume });
   }
 
-  setHostKey(_hostId: string, _pskHex: string | null): void {
+  setHostCredentials(): Promise<void> {
     // A local path needs no credentials.
+    return Promise.resolve();
   }
 
   unexport(_hostId: string): Promise<void> {

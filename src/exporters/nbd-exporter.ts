@@ -1,6 +1,6 @@
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
-import type { Access, BlockDevice, ExportedCopy, Exporter, Mapping } from '../domain/index.js';
+import type { Access, BlockDevice, ExportedCopy, Exporter, HostCredentials, Mapping } from '../domain/index.js';
 import { BackgroundDevice } from './background-device.js';
 import { NbdServer, type NbdStats } from './nbd/index.js';
 
@@ -66,6 +66,11 @@ export class NbdExporter implements Exporter {
    * of the host is cut at once: a session must not outlive the key that opened it (a connection
    * still in its TLS handshake with the old key is refused when that handshake ends).
    */
+  setHostCredentials(hostId: string, credentials: HostCredentials | null): Promise<void> {
+    this.setHostKey(hostId, credentials?.psk ?? null);
+    return Promise.resolve();
+  }
+
   setHostKey(hostId: string, pskHex: string | null): void {
     const before = this.keys.get(hostId);
     const after = pskHex === null ? undefined : Buffer.from(pskHex, 'hex');

@@ -1,4 +1,4 @@
-import type { Access, ExportedCopy, Exporter, ExporterKind, Mapping } from '../domain/index.js';
+import type { Access, ExportedCopy, Exporter, ExporterKind, HostCredentials, Mapping } from '../domain/index.js';
 
 /**
  * Serves each host by the exporter chosen for it (`--exporter both`, or iSCSI alone): the
@@ -23,8 +23,8 @@ export class RoutedExporter implements Exporter {
     return exporter.export(mapping, copy);
   }
 
-  setHostKey(hostId: string, pskHex: string | null): void {
-    for (const e of this.all()) e.setHostKey(hostId, pskHex);
+  async setHostCredentials(hostId: string, credentials: HostCredentials | null): Promise<void> {
+    for (const e of this.all()) await e.setHostCredentials(hostId, credentials);
   }
 
   async unexport(hostId: string): Promise<void> {

@@ -1,6 +1,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { InputError, NotFoundError, type Exporter, type ExporterKind, type Host, type HostIscsiSecrets, type Mapping, type Store } from '../domain/index.js';
-import { checkIscsiName, initiatorNameFor, newHostAuth, targetNameFor, type IscsiHostAuth } from '../exporters/iscsi/names.js';
+import { checkIscsiName, initiatorNameFor, newHostAuth, type IscsiHostAuth } from '../exporters/iscsi/names.js';
+import { iscsiHostAuth, readHostCredentials } from './host-credentials.js';
 
 /** A host's TLS-PSK credentials, in the key-file line format nbdinfo and qemu read (`identity:hexkey`). */
 export interface HostKey {
@@ -19,9 +20,6 @@ export interface MetaCredential {
 
 export type HostView = Host & { readonly mapping: Mapping | null };
 
-/** Told when a host's iSCSI login changes (null: the host was removed), so the iSCSI exporter lets in only the current one. */
-export type IscsiAuthSink = (hostId: string, auth: IscsiHostAuth | null) => Promise<void>;
-
 const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const VAR_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,62}$/;
@@ -32,8 +30,14 @@ export class HostService {
   constructor(
     private readonly store: Store,
     private readonly exporter: Exporter,
-    private readonly iscsi: { readonly setHostAuth: IscsiAuthSink; readonly mutual: boolean } | null = null,
+    /** Whether new iSCSI logins get mutual CHAP (the target proves itself to the host too). */
+    private readonly iscsiMutual = false,
   ) {}
+
+  /** Tells the exporters the host's credentials as stored now: each lets in only those. */
+  private async credentialsChanged(id: string): Promise<void> {
+    await this.exporter.setHostCredentials(id, await readHostCredentials(this.store, id));
+  }
 
   async add(input: {
     id: string;
@@ -145,7 +149,7 @@ export class HostService {
   async rotateKey(id: string): Promise<HostKey> {
     const key = randomBytes(32).toString('hex');
     await this.store.setHostKey(id, key, { type: 'host.key-rotated', subject: id });
-    this.exporter.setHostKey(id, key);
+    await this.credentialsChanged(id);
     return hostKey(id, key);
   }
 
@@ -162,27 +166,17 @@ export class HostService {
   /** New CHAP secrets (the initiator name stays); the host's iSCSI sessions end, new ones need the new secrets. */
   async rotateIscsiAuth(id: string): Promise<IscsiHostAuth> {
     const host = await this.get(id);
-    const made = newHostAuth(id, host.iqn ?? initiatorNameFor(id), { mutual: this.iscsi?.mutual ?? false });
+    const made = newHostAuth(id, host.iqn ?? initiatorNameFor(id), { mutual: this.iscsiMutual });
     const secrets: HostIscsiSecrets = { iqn: made.initiator, chapSecret: made.chap.secret, mutualSecret: made.mutual?.secret ?? null };
     await this.store.setHostIscsi(id, secrets, { type: 'host.iscsi-credentials-rotated', subject: id });
-    await this.iscsi?.setHostAuth(id, made);
+    await this.credentialsChanged(id);
     return made;
   }
 
   async remove(id: string): Promise<void> {
     await this.store.deleteHost(id, { type: 'host.removed', subject: id });
-    this.exporter.setHostKey(id, null);
-    await this.iscsi?.setHostAuth(id, null);
+    await this.exporter.setHostCredentials(id, null);
   }
-}
-
-/** The stored secrets as the exporter takes them: the CHAP user is the host id, the mutual one its target's name. */
-export function iscsiHostAuth(hostId: string, s: HostIscsiSecrets): IscsiHostAuth {
-  return {
-    initiator: s.iqn,
-    chap: { user: hostId, secret: s.chapSecret },
-    ...(s.mutualSecret !== null && { mutual: { user: targetNameFor(hostId), secret: s.mutualSecret } }),
-  };
 }
 
 function hostKey(hostId: string, key: string): HostKey {

@@ -12,7 +12,7 @@
 import { stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
-import { ConflictError, PrestageError, type Access, type ExportedCopy, type Mapping } from '../../domain/index.js';
+import { ConflictError, PrestageError, type Access, type ExportedCopy, type HostCredentials, type Mapping } from '../../domain/index.js';
 import { checkHostAuth, checkTargetPrefix, DEFAULT_TARGET_PREFIX, isIscsiName, targetNameFor, type IscsiHostAuth } from './names.js';
 import { isTgtadmError, type Tgtadm } from './tgtadm.js';
 import type { TgtTarget } from './tgtadm-show.js';
@@ -182,12 +182,9 @@ export class IscsiExporter {
     });
   }
 
-  /**
-   * The Exporter port's key hook: an NBD key opens no iSCSI session, so a new key changes
-   * nothing here; null (the host was removed, which needs it unmapped) forgets its credentials.
-   */
-  setHostKey(hostId: string, pskHex: string | null): void {
-    if (pskHex === null && !this.entries.has(hostId)) this.auths.delete(hostId);
+  /** The Exporter port's credentials hook: the iSCSI part of them (the NBD key opens no session here). */
+  setHostCredentials(hostId: string, credentials: HostCredentials | null): Promise<void> {
+    return this.setHostAuth(hostId, credentials?.iscsi ?? null);
   }
 
   /**

@@ -3,7 +3,9 @@
  * the names and secrets it makes. Pure: no I/O but the random bytes of a new secret.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { InputError } from '../../domain/index.js';
+import { InputError, type ChapAccount, type IscsiHostAuth } from '../../domain/index.js';
+
+export type { ChapAccount, IscsiHostAuth };
 
 /** RFC 3720 §3.2.6.1: an iSCSI name is at most 223 bytes. */
 export const ISCSI_NAME_MAX = 223;
@@ -32,22 +34,6 @@ const CHAP_USER_RE = /^[A-Za-z0-9._:-]{1,223}$/;
  * most 16. tgt itself only needs it shorter than 256 bytes and free of its separators.
  */
 const CHAP_SECRET_RE = /^[A-Za-z0-9._~-]{12,16}$/;
-
-/** A CHAP account: who proves itself, and the shared secret it proves itself with. */
-export interface ChapAccount {
-  readonly user: string;
-  readonly secret: string;
-}
-
-/** What lets one host in: its initiator name (the only one its target accepts) and its CHAP accounts. */
-export interface IscsiHostAuth {
-  /** The host's initiator name (IQN, EUI or NAA form). */
-  readonly initiator: string;
-  /** The host proves itself with this account (tgt's incoming account). */
-  readonly chap: ChapAccount;
-  /** Mutual CHAP: the target proves itself to the host with this account (tgt's outgoing account). */
-  readonly mutual?: ChapAccount;
-}
 
 /** Whether the text is an iSCSI name (an ACL entry may be an address instead). */
 export function isIscsiName(name: string): boolean {
