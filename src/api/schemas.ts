@@ -1,5 +1,5 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import type { Access } from '../domain/index.js';
+import type { Access, ExporterAccess } from '../domain/index.js';
 
 /**
  * A reference to a named schema (one with an `$id`, added to the API in server.ts), typed as
@@ -315,6 +315,18 @@ export const StatusSchema = Type.Object(
       }),
       { description: 'the instances sharing the state (one with SQLite)' },
     ),
+    iscsi: Nullable(
+      Type.Object(
+        {
+          portal: Type.String(),
+          tgtd: Type.String({ description: "the supervised tgtd's state: STARTING, RUNNING, RESTARTING, STOPPED…" }),
+          restarts: Type.Integer({ description: 'times tgtd was restarted after it died' }),
+          exported: Type.Integer({ description: 'hosts with a copy exported over iSCSI here' }),
+          sessions: Type.Array(Type.Object({ hostId: Nullable(Type.String()), initiator: Type.String(), address: Nullable(Type.String()) })),
+        },
+        { description: 'the iSCSI exporter of this instance; null when it runs none' },
+      ),
+    ),
   },
   { $id: 'Status' },
 );
@@ -329,6 +341,37 @@ export const MetaCredentialSchema = Type.Object(
   },
   { $id: 'MetaCredential' },
 );
+
+export const IscsiCredentialSchema = Type.Object(
+  {
+    hostId: Type.String(),
+    initiator: Type.String({ description: 'the initiator name the host must log in with' }),
+    chapUser: Type.String(),
+    chapSecret: Type.String({ description: 'the CHAP secret the host proves itself with' }),
+    mutualChapUser: Nullable(Type.String({ description: 'with mutual CHAP: the user the target proves itself as' })),
+    mutualChapSecret: Nullable(Type.String()),
+  },
+  { $id: 'IscsiCredential' },
+);
+
+export const HostAccessSchema = Type.Object(
+  {
+    hostId: Type.String(),
+    mapping: Nullable(Type.Object({ copyId: Type.String(), source: Type.String() })),
+    exporters: Type.Array(
+      Type.Object({
+        exporter: Type.Union([Type.Literal('nbd'), Type.Literal('iscsi'), Type.Literal('path')]),
+        serves: Type.Boolean({ description: "this exporter serves the host's copy" }),
+        access: Nullable(AccessSchema),
+        credential: Type.String({ description: 'how the host proves itself, and where it gets the secret' }),
+        sessions: Type.Integer({ description: 'its open NBD connections or iSCSI sessions on this instance now' }),
+      }),
+    ),
+  },
+  { $id: 'HostAccess' },
+);
+const hostAccessIsTheDomainType: Same<Static<typeof HostAccessSchema>['exporters'][number], ExporterAccess> = true;
+void hostAccessIsTheDomainType;
 
 export const RoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('operator'), Type.Literal('reader'), Type.Literal('host'), Type.Literal('metrics')]);
 
@@ -362,6 +405,8 @@ export const NAMED_SCHEMAS: readonly TSchema[] = [
   StatusSchema,
   HostKeySchema,
   MetaCredentialSchema,
+  IscsiCredentialSchema,
+  HostAccessSchema,
   TokenSchema,
   NewTokenSchema,
 ];

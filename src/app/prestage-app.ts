@@ -265,6 +265,7 @@ export class PrestageApp {
           history,
           simulations,
           boot: { networks: config.bootNetworks },
+          iscsi: this.iscsi ?? null,
           info: { version: VERSION, dataDir: config.dataDir, driver: driver.names.join(', '), exporter: this.exporterInfo() ?? exporter.name },
         },
         apiTls && { https: apiTls },

@@ -1,4 +1,4 @@
-import type { Access, ClusterBus, ExportedCopy, Exporter, HostCredentials, Mapping } from '../domain/index.js';
+import type { Access, ClusterBus, Copy, ExportedCopy, Exporter, ExporterAccess, HostCredentials, Mapping } from '../domain/index.js';
 
 /**
  * The exporter as the services see it when instances share the state: each change is made here
@@ -29,6 +29,10 @@ export class ClusterExporter implements Exporter {
   async unexport(hostId: string): Promise<void> {
     await this.local.unexport(hostId);
     this.bus.publish({ kind: 'released', hostId });
+  }
+
+  accessOf(hostId: string, copy: Pick<Copy, 'id' | 'volume'> | null): Promise<ExporterAccess[]> {
+    return this.local.accessOf(hostId, copy);
   }
 
   exportedHosts(): readonly string[] {

@@ -20,6 +20,19 @@ export type Access =
 /** The exporters a host may be served by: `nbd` (the built-in NBD server) or `iscsi` (tgtd). */
 export type ExporterKind = 'nbd' | 'iscsi';
 
+/** How a host reaches its copy over one exporter of this server, without a secret (`prestage host access`). */
+export interface ExporterAccess {
+  readonly exporter: ExporterKind | 'path';
+  /** This exporter serves the host's copy (with several, the one its record or the server chose). */
+  readonly serves: boolean;
+  /** What the host dials; null when there is nothing to dial here (no copy mapped, or another exporter serves it). */
+  readonly access: Access | null;
+  /** How the host proves itself, and where it gets the secret. */
+  readonly credential: string;
+  /** The host's open NBD connections or iSCSI sessions here now. */
+  readonly sessions: number;
+}
+
 /** A CHAP account: who proves itself, and the shared secret it proves itself with. */
 export interface ChapAccount {
   readonly user: string;

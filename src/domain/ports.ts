@@ -3,7 +3,7 @@
  * `app/`; tests of the layers above may swap them.
  */
 import type { CustomizePlan } from './template.js';
-import type { Access, HostCredentials } from './access.js';
+import type { Access, ExporterAccess, HostCredentials } from './access.js';
 import type { ApiToken, Copy, CopyMethod, CopyState, EventRecord, Host, Image, InstanceRecord, Mapping, Pool, PoolLease, PoolPolicy, ReapedWork, TemplateBuild, TemplateRecord } from './types.js';
 
 export interface Progress {
@@ -180,6 +180,8 @@ export interface Exporter {
    */
   setHostCredentials(hostId: string, credentials: HostCredentials | null): Promise<void>;
   unexport(hostId: string): Promise<void>;
+  /** How the host reaches its mapped copy (null when it has none) over each exporter here. */
+  accessOf(hostId: string, copy: Pick<Copy, 'id' | 'volume'> | null): Promise<ExporterAccess[]>;
   /** Hosts with a copy exported here now. */
   exportedHosts(): readonly string[];
   close(): Promise<void>;

@@ -1,4 +1,4 @@
-import { ConflictError, type Access, type Copy, type Exporter, type Mapping } from '../domain/index.js';
+import { ConflictError, type Access, type Copy, type Exporter, type ExporterAccess, type Mapping } from '../domain/index.js';
 
 /**
  * Hands the host the copy's local path: for hosts that share this machine's storage (a VM
@@ -16,6 +16,11 @@ export class LocalPathExporter implements Exporter {
   setHostCredentials(): Promise<void> {
     // A local path needs no credentials.
     return Promise.resolve();
+  }
+
+  accessOf(_hostId: string, copy: Pick<Copy, 'volume'> | null): Promise<ExporterAccess[]> {
+    const access: Access | null = copy && copy.volume.startsWith('/') ? { kind: 'path', path: copy.volume } : null;
+    return Promise.resolve([{ exporter: 'path', serves: true, access, credential: 'none: a path on this machine, for its own VMs', sessions: 0 }]);
   }
 
   unexport(_hostId: string): Promise<void> {

@@ -1,6 +1,6 @@
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
-import type { Access, BlockDevice, ExportedCopy, Exporter, HostCredentials, Mapping } from '../domain/index.js';
+import type { Access, BlockDevice, Copy, ExportedCopy, Exporter, ExporterAccess, HostCredentials, Mapping } from '../domain/index.js';
 import { BackgroundDevice } from './background-device.js';
 import { NbdServer, type NbdStats } from './nbd/index.js';
 
@@ -90,8 +90,22 @@ export class NbdExporter implements Exporter {
       await this.server.addExport({ name: exportName, device, volume: copy.volume, hostId: mapping.hostId, description: `${mapping.source} for ${mapping.hostId}` });
       this.exported.set(exportName, mapping.hostId);
     }
+    return this.accessFor(mapping.hostId, exportName);
+  }
+
+  private accessFor(hostId: string, exportName: string): Access {
     const scheme = this.o.tls === 'off' ? 'nbd' : 'nbds';
-    return { kind: 'nbd', uri: `${scheme}://${encodeURIComponent(mapping.hostId)}@${this.address}/${encodeURIComponent(exportName)}`, exportName };
+    return { kind: 'nbd', uri: `${scheme}://${encodeURIComponent(hostId)}@${this.address}/${encodeURIComponent(exportName)}`, exportName };
+  }
+
+  accessOf(hostId: string, copy: Pick<Copy, 'id'> | null): Promise<ExporterAccess[]> {
+    const credential = {
+      psk: `TLS-PSK, identity ${hostId}; its key: prestage host key ${hostId}`,
+      x509: `a client certificate with CN ${hostId}`,
+      off: 'none: plaintext NBD (--nbd-tls off), for trusted networks only',
+    }[this.o.tls];
+    const exported = copy !== null && this.exported.get(copy.id) === hostId;
+    return Promise.resolve([{ exporter: 'nbd', serves: true, access: exported ? this.accessFor(hostId, copy.id) : null, credential, sessions: this.server.connectionsOf(hostId) }]);
   }
 
   async unexport(hostId: string): Promise<void> {

@@ -1,4 +1,4 @@
-import type { Access, ExportedCopy, Exporter, ExporterKind, HostCredentials, Mapping } from '../domain/index.js';
+import type { Access, Copy, ExportedCopy, Exporter, ExporterAccess, ExporterKind, HostCredentials, Mapping } from '../domain/index.js';
 
 /**
  * Serves each host by the exporter chosen for it (`--exporter both`, or iSCSI alone): the
@@ -25,6 +25,17 @@ export class RoutedExporter implements Exporter {
 
   async setHostCredentials(hostId: string, credentials: HostCredentials | null): Promise<void> {
     for (const e of this.all()) await e.setHostCredentials(hostId, credentials);
+  }
+
+  async accessOf(hostId: string, copy: Pick<Copy, 'id' | 'volume'> | null): Promise<ExporterAccess[]> {
+    const kind = await this.route(hostId);
+    const out: ExporterAccess[] = [];
+    for (const [name, e] of Object.entries(this.exporters)) {
+      if (!e) continue;
+      const serves = name === kind;
+      for (const a of await e.accessOf(hostId, copy)) out.push({ ...a, serves, access: serves ? a.access : null });
+    }
+    return out;
   }
 
   async unexport(hostId: string): Promise<void> {

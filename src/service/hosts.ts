@@ -1,5 +1,5 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { InputError, NotFoundError, type Exporter, type ExporterKind, type Host, type HostIscsiSecrets, type Mapping, type Store } from '../domain/index.js';
+import { InputError, NotFoundError, type Exporter, type ExporterAccess, type ExporterKind, type Host, type HostIscsiSecrets, type Mapping, type Store } from '../domain/index.js';
 import { checkIscsiName, initiatorNameFor, newHostAuth, type IscsiHostAuth } from '../exporters/iscsi/names.js';
 import { iscsiHostAuth, readHostCredentials } from './host-credentials.js';
 
@@ -19,6 +19,23 @@ export interface MetaCredential {
 }
 
 export type HostView = Host & { readonly mapping: Mapping | null };
+
+/** How a host reaches its copy over each exporter of this server (`prestage host access`). */
+export interface HostAccess {
+  readonly hostId: string;
+  readonly mapping: { readonly copyId: string; readonly source: string } | null;
+  readonly exporters: readonly ExporterAccess[];
+}
+
+/** A host's iSCSI login with its secrets, for the host's own set-up. */
+export interface IscsiCredential {
+  readonly hostId: string;
+  readonly initiator: string;
+  readonly chapUser: string;
+  readonly chapSecret: string;
+  readonly mutualChapUser: string | null;
+  readonly mutualChapSecret: string | null;
+}
 
 const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
@@ -151,6 +168,24 @@ export class HostService {
     await this.store.setHostKey(id, key, { type: 'host.key-rotated', subject: id });
     await this.credentialsChanged(id);
     return hostKey(id, key);
+  }
+
+  async access(id: string): Promise<HostAccess> {
+    await this.get(id);
+    const mapping = await this.store.getMapping(id);
+    const copy = mapping ? await this.store.getCopy(mapping.copyId) : undefined;
+    const mapped = copy?.state === 'mapped' ? copy : null;
+    return {
+      hostId: id,
+      mapping: mapping ? { copyId: mapping.copyId, source: mapping.source } : null,
+      exporters: await this.exporter.accessOf(id, mapped),
+    };
+  }
+
+  /** The iSCSI login as a host configures it. */
+  async iscsiCredential(id: string, rotate = false): Promise<IscsiCredential> {
+    const auth = rotate ? await this.rotateIscsiAuth(id) : await this.iscsiAuth(id);
+    return { hostId: id, initiator: auth.initiator, chapUser: auth.chap.user, chapSecret: auth.chap.secret, mutualChapUser: auth.mutual?.user ?? null, mutualChapSecret: auth.mutual?.secret ?? null };
   }
 
   /**

@@ -1,5 +1,5 @@
 export { ImageService, type ImageServiceOptions } from './images.js';
-export { HostService, type HostKey, type HostView, type MetaCredential } from './hosts.js';
+export { HostService, type HostAccess, type HostKey, type HostView, type IscsiCredential, type MetaCredential } from './hosts.js';
 export { iscsiHostAuth, readAllHostCredentials, readHostCredentials } from './host-credentials.js';
 export { PoolService, type PoolView } from './pools.js';
 export { ProvisioningService, type ProvisionObserver, type ProvisionResult, type ProvisioningOptions } from './provisioning.js';

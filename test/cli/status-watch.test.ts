@@ -66,6 +66,13 @@ function bigStatus(): Status {
       heartbeatAt: new Date(10_000).toISOString(),
       pools: pools.slice(i * 5, i * 5 + 5).map((p) => p.source),
     })),
+    iscsi: {
+      portal: '192.168.100.200:3260',
+      tgtd: 'RUNNING',
+      restarts: 2,
+      exported: 50,
+      sessions: Array.from({ length: 6 }, (_, i) => ({ hostId: `${LONG}-host-${i}`, initiator: `iqn.2026-12.io.prestage.initiators:${LONG}-host-${i}`, address: `192.168.100.${10 + i}` })),
+    },
   };
 }
 
@@ -78,6 +85,13 @@ describe('prestage status on one screen', () => {
     assert.match(lines[0]!, /^degraded: 5 problems · prestage 0\.1\.0 at https:\/\//);
     assert.match(text, /^data …[^\n]*\/prestage$/m, 'a long path keeps its end');
     assert.match(text, /^! and 4 more problems \(prestage status --json\)$/m);
+    assert.match(text, /^iscsi 192\.168\.100\.200:3260 · tgtd RUNNING \(2 restarts\) · 50 targets · 6 sessions$/m);
+    assert.doesNotMatch(text, /ISCSI SESSION/, 'no room for the sessions: their count says it');
+    // With room, the sessions are listed, a few of them.
+    const tall = renderStatus(bigStatus(), { server: 'http://127.0.0.1:7480', width: 80, height: 40, now: 12_500 });
+    assert.match(tall, /^ISCSI SESSION +INITIATOR +FROM/m);
+    assert.match(tall, /^… and 4 more sessions \(prestage status --json\)$/m);
+    assert.ok(tall.trimEnd().split('\n').length <= 41);
     assert.match(text, /… and \d+ more pools \(prestage pool list\)/);
     assert.match(text, /… and \d+ more in flight/);
     assert.match(text, /… and \d+ more instances/);
@@ -90,11 +104,12 @@ describe('prestage status on one screen', () => {
 
   it('a small installation shows everything', () => {
     const s = bigStatus();
-    const small: Status = { ...s, problems: [], pools: s.pools.slice(0, 2), copiesInFlight: [], instances: s.instances.slice(0, 1) };
+    const small: Status = { ...s, problems: [], pools: s.pools.slice(0, 2), copiesInFlight: [], instances: s.instances.slice(0, 1), iscsi: { ...s.iscsi!, sessions: s.iscsi!.sessions.slice(0, 2) } };
     const text = renderStatus(small, { server: 'http://127.0.0.1:7480', width: 80, height: 23, now: 12_500 });
     assert.doesNotMatch(text, /more|COPY IN FLIGHT/);
     assert.match(text, /^ok · prestage 0\.1\.0 at http:\/\/127\.0\.0\.1:7480$/m);
-    assert.equal(text.split('\n').filter((l) => l.startsWith('ubuntu')).length, 2);
+    assert.equal(text.split('\n').filter((l) => l.startsWith('ubuntu') && !l.includes('iqn.')).length, 2);
+    assert.equal(text.split('\n').filter((l) => l.includes('iqn.')).length, 2, 'both sessions');
   });
 });
 

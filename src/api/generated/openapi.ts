@@ -538,6 +538,207 @@ export interface paths {
         readonly patch?: never;
         readonly trace?: never;
     };
+    readonly "/v1/hosts/{id}/access": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        /** How the host reaches its copy over each exporter of this server: what it dials, how it proves itself (no secret), its sessions now */
+        readonly get: {
+            readonly parameters: {
+                readonly query?: never;
+                readonly header?: never;
+                readonly path: {
+                    readonly id: string;
+                };
+                readonly cookie?: never;
+            };
+            readonly requestBody?: never;
+            readonly responses: {
+                /** @description Default Response */
+                readonly 200: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["HostAccess"];
+                    };
+                };
+                /** @description Default Response */
+                readonly 401: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                readonly 403: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                readonly 404: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        readonly put?: never;
+        readonly post?: never;
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
+    readonly "/v1/hosts/{id}/iscsi-credential": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        /** The host's iSCSI login: initiator name, CHAP user and secret (and mutual CHAP's), made on first use */
+        readonly get: {
+            readonly parameters: {
+                readonly query?: never;
+                readonly header?: never;
+                readonly path: {
+                    readonly id: string;
+                };
+                readonly cookie?: never;
+            };
+            readonly requestBody?: never;
+            readonly responses: {
+                /** @description Default Response */
+                readonly 200: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["IscsiCredential"];
+                    };
+                };
+                /** @description Default Response */
+                readonly 401: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                readonly 403: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                readonly 404: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        readonly put?: never;
+        /** Rotate the host's CHAP secrets (the initiator name stays): its iSCSI sessions end, new ones need the new secrets */
+        readonly post: {
+            readonly parameters: {
+                readonly query?: never;
+                readonly header?: never;
+                readonly path: {
+                    readonly id: string;
+                };
+                readonly cookie?: never;
+            };
+            readonly requestBody: {
+                readonly content: {
+                    readonly "application/json": Record<string, never>;
+                };
+            };
+            readonly responses: {
+                /** @description Default Response */
+                readonly 200: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["IscsiCredential"];
+                    };
+                };
+                /** @description Default Response */
+                readonly 400: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                readonly 401: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                readonly 403: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                readonly 404: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                readonly 409: {
+                    headers: {
+                        readonly [name: string]: unknown;
+                    };
+                    content: {
+                        readonly "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
     readonly "/v1/hosts/{id}/key": {
         readonly parameters: {
             readonly query?: never;
@@ -3105,6 +3306,49 @@ export interface components {
                 readonly [key: string]: string;
             };
         };
+        readonly HostAccess: {
+            readonly exporters: readonly {
+                readonly access: ({
+                    /** @enum {string} */
+                    readonly kind: "path";
+                    /** @description the copy as a file on the server (hosts that share its storage) */
+                    readonly path: string;
+                } | {
+                    readonly exportName: string;
+                    /** @enum {string} */
+                    readonly kind: "nbd";
+                    /** @description nbd:// or nbds:// URI; with TLS-PSK the identity is the user part (the host id) */
+                    readonly uri: string;
+                } | {
+                    /** @description the CHAP user the host logs in as */
+                    readonly chapUser: string;
+                    /** @description the one initiator name the target lets in */
+                    readonly initiator: string;
+                    /** @enum {string} */
+                    readonly kind: "iscsi";
+                    /** @description the LUN of the copy (1: LUN 0 is the controller) */
+                    readonly lun: number;
+                    /** @description with mutual CHAP: the user the target proves itself as */
+                    readonly mutualChapUser?: string;
+                    /** @description ADDRESS:PORT ([v6]:PORT) of the iSCSI portal */
+                    readonly portal: string;
+                    /** @description the host's target name (IQN) */
+                    readonly target: string;
+                }) | null;
+                /** @description how the host proves itself, and where it gets the secret */
+                readonly credential: string;
+                readonly exporter: "nbd" | "iscsi" | "path";
+                /** @description this exporter serves the host's copy */
+                readonly serves: boolean;
+                /** @description its open NBD connections or iSCSI sessions on this instance now */
+                readonly sessions: number;
+            }[];
+            readonly hostId: string;
+            readonly mapping: {
+                readonly copyId: string;
+                readonly source: string;
+            } | null;
+        };
         readonly HostKey: {
             readonly hostId: string;
             readonly identity: string;
@@ -3147,6 +3391,16 @@ export interface components {
             readonly startedAt: string;
             readonly stoppedAt: string | null;
             readonly version: string;
+        };
+        readonly IscsiCredential: {
+            /** @description the CHAP secret the host proves itself with */
+            readonly chapSecret: string;
+            readonly chapUser: string;
+            readonly hostId: string;
+            /** @description the initiator name the host must log in with */
+            readonly initiator: string;
+            readonly mutualChapSecret: string | null;
+            readonly mutualChapUser: string | null;
         };
         readonly MetaCredential: {
             readonly hostId: string;
@@ -3291,6 +3545,20 @@ export interface components {
                 /** @description the instance answering this request */
                 readonly self: boolean;
             }[];
+            readonly iscsi: {
+                /** @description hosts with a copy exported over iSCSI here */
+                readonly exported: number;
+                readonly portal: string;
+                /** @description times tgtd was restarted after it died */
+                readonly restarts: number;
+                readonly sessions: readonly {
+                    readonly address: string | null;
+                    readonly hostId: string | null;
+                    readonly initiator: string;
+                }[];
+                /** @description the supervised tgtd's state: STARTING, RUNNING, RESTARTING, STOPPED… */
+                readonly tgtd: string;
+            } | null;
             /** @description hosts with a copy mapped */
             readonly mapped: number;
             readonly pools: readonly components["schemas"]["Pool"][];

@@ -60,6 +60,14 @@ export interface ApiDeps {
   readonly history: PoolHistory;
   /** Policy comparisons on demand traces (the dashboard's simulator page). */
   readonly simulations: SimulationService;
+  /** The iSCSI exporter of this instance, when it runs one. */
+  readonly iscsi: IscsiStatusSource | null;
+}
+
+/** What `/v1/status` shows of the iSCSI exporter. */
+export interface IscsiStatusSource {
+  status(): { readonly tgtd: { readonly state: string; readonly restarts: number }; readonly portal: string; readonly exported: number };
+  sessions(): Promise<readonly { readonly hostId: string | null; readonly initiator: string; readonly address: string | null }[]>;
 }
 
 /** What every route module gets. */

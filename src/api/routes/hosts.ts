@@ -2,7 +2,7 @@ import { Type } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import type { HostView } from '../../service/index.js';
 import { seesSecrets } from '../access.js';
-import { HostKeySchema, HostParam, MetaCredentialSchema, errors, ref } from '../schemas.js';
+import { HostAccessSchema, HostKeySchema, HostParam, IscsiCredentialSchema, MetaCredentialSchema, errors, ref } from '../schemas.js';
 import type { Api, RouteContext } from './api.js';
 import { Page, paged } from './paging.js';
 
@@ -15,6 +15,7 @@ function hostView(req: FastifyRequest, h: HostView): HostView {
 
 const HostKey = ref(HostKeySchema);
 const MetaCredential = ref(MetaCredentialSchema);
+const IscsiCredential = ref(IscsiCredentialSchema);
 
 export function hostRoutes(app: Api, { deps }: RouteContext): void {
   const { hosts, provisioning, tokens } = deps;
@@ -87,6 +88,40 @@ export function hostRoutes(app: Api, { deps }: RouteContext): void {
       preValidation: noBodyIsEmpty,
     },
     (req) => hosts.rotateKey(req.params.id),
+  );
+  app.get(
+    '/v1/hosts/:id/access',
+    {
+      config: { access: 'host-read' },
+      schema: {
+        summary: 'How the host reaches its copy over each exporter of this server: what it dials, how it proves itself (no secret), its sessions now',
+        params: HostParam,
+        response: { 200: ref(HostAccessSchema), ...errors(404) },
+      },
+    },
+    (req) => hosts.access(req.params.id),
+  );
+  app.get(
+    '/v1/hosts/:id/iscsi-credential',
+    {
+      config: { access: 'operate' },
+      schema: { summary: "The host's iSCSI login: initiator name, CHAP user and secret (and mutual CHAP's), made on first use", params: HostParam, response: { 200: IscsiCredential, ...errors(404) } },
+    },
+    (req) => hosts.iscsiCredential(req.params.id),
+  );
+  app.post(
+    '/v1/hosts/:id/iscsi-credential',
+    {
+      config: { access: 'operate' },
+      schema: {
+        summary: "Rotate the host's CHAP secrets (the initiator name stays): its iSCSI sessions end, new ones need the new secrets",
+        params: HostParam,
+        ...emptyBody,
+        response: { 200: IscsiCredential, ...errors(400, 404, 409) },
+      },
+      preValidation: noBodyIsEmpty,
+    },
+    (req) => hosts.iscsiCredential(req.params.id, true),
   );
   app.get(
     '/v1/hosts/:id/meta-credential',

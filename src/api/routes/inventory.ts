@@ -2,7 +2,7 @@ import { Type } from '@fastify/type-provider-typebox';
 import type { CopyState } from '../../domain/index.js';
 import { EventSchema, InstanceSchema, StatusSchema, TaskSchema, errors, ref } from '../schemas.js';
 import { EventStreams, STREAM_OPEN, STREAM_RESUME, wantsEventStream } from '../event-stream.js';
-import type { Api, RouteContext } from './api.js';
+import type { Api, IscsiStatusSource, RouteContext } from './api.js';
 import { problems } from './health.js';
 import { PageFields, paged } from './paging.js';
 
@@ -95,7 +95,7 @@ export function inventoryRoutes(app: Api, ctx: RouteContext): void {
   );
   app.get('/v1/status', { config: { access: 'read' }, schema: { summary: 'The one-screen summary: counts, copies in flight, pools, instances', response: { 200: ref(StatusSchema) } } }, async () => {
     const { images, pools, hosts, provisioning, replenisher } = deps;
-    const [imgs, poolViews, hostList, instances] = await Promise.all([images.list(), pools.list(), hosts.listWithMappings(), deps.instances()]);
+    const [imgs, poolViews, hostList, instances, iscsi] = await Promise.all([images.list(), pools.list(), hosts.listWithMappings(), deps.instances(), iscsiStatus(deps.iscsi)]);
     return {
       instances: instances.map((i) => ({ id: i.id, name: i.name, live: i.live, self: i.self, heartbeatAt: i.heartbeatAt, pools: i.pools })),
       ...deps.info,
@@ -107,6 +107,15 @@ export function inventoryRoutes(app: Api, ctx: RouteContext): void {
       waitingProvisions: provisioning.waitingCount(),
       copiesInFlight: replenisher.copiesInFlight().map((c) => ({ copyId: c.copyId, imageId: c.imageId, pool: c.pool, ...c.progress })),
       pools: poolViews,
+      iscsi,
     };
   });
+}
+
+async function iscsiStatus(source: IscsiStatusSource | null) {
+  if (!source) return null;
+  const s = source.status();
+  // A tgtd that is down holds no sessions; asking it would only fail.
+  const sessions = s.tgtd.state === 'RUNNING' ? await source.sessions().catch(() => []) : [];
+  return { portal: s.portal, tgtd: s.tgtd.state, restarts: s.tgtd.restarts, exported: s.exported, sessions: sessions.map((x) => ({ hostId: x.hostId, initiator: x.initiator, address: x.address })) };
 }

@@ -3,8 +3,9 @@ import { InputError } from '../../domain/index.js';
 import { hostVar, label } from '../args.js';
 import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
-import { dash, json, labels, table, when } from '../format.js';
-import type { Host, HostKey, MetaCredential } from '../../api/types.js';
+import { dash, json, keyValues, labels, table, when } from '../format.js';
+import type { Host, HostAccess, HostKey, IscsiCredential, MetaCredential } from '../../api/types.js';
+import { accessUri, iscsiLine } from './provision.js';
 import { writePskFile } from '../psk-file.js';
 
 export function hostCommand(ctx: CliContext): CommandUnknownOpts {
@@ -82,6 +83,39 @@ export function hostCommand(ctx: CliContext): CommandUnknownOpts {
       if (opts.out !== undefined) await writePskFile(opts.out, k.identity, k.pskFileLine);
       if (opts.json) return ctx.out(json(k));
       ctx.out(opts.out !== undefined ? `${opts.rotate ? 'rotated and wrote' : 'wrote'} the key of ${k.identity} to ${opts.out}` : k.pskFileLine);
+    });
+
+  host
+    .command('access')
+    .description('show how the host reaches its copy over each exporter of the server: what it dials, how it proves itself, its sessions now')
+    .argument('<id>', 'host id')
+    .option('--json', 'print the raw JSON reply')
+    .action(async (id, opts) => {
+      const a = await ctx.client.get<HostAccess>(`/v1/hosts/${seg(id)}/access`);
+      if (opts.json) return ctx.out(json(a));
+      const lines = [`${a.hostId}: ${a.mapping ? `${a.mapping.source} → ${a.mapping.copyId}` : 'no copy mapped (prestage provision HOST SOURCE)'}`];
+      for (const e of a.exporters) {
+        const unit = e.exporter === 'iscsi' ? 'session' : 'connection';
+        lines.push('', `${e.exporter}${e.serves ? ' (serves it)' : ''} · ${e.sessions} ${unit}${e.sessions === 1 ? '' : 's'} open`);
+        const dial = e.access ? `${accessUri(e.access)}${e.access.kind === 'iscsi' ? ` (${iscsiLine(e.access)})` : ''}` : e.serves ? '- (no copy mapped)' : '- (another exporter serves it)';
+        lines.push(...keyValues([['dial', dial], ['credential', e.credential]]).trimEnd().split('\n').map((l) => `  ${l}`));
+      }
+      ctx.out(`${lines.join('\n')}\n`);
+    });
+
+  host
+    .command('iscsi-credential')
+    .description("print the host's iSCSI login: initiator name, CHAP user and secret (for its NIC firmware or initiator)")
+    .argument('<id>', 'host id')
+    .option('--rotate', "make new CHAP secrets first (the host's iSCSI sessions end; the initiator name stays)")
+    .option('--json', 'print the raw JSON reply')
+    .action(async (id, opts) => {
+      const path = `/v1/hosts/${seg(id)}/iscsi-credential`;
+      const c = opts.rotate ? await ctx.client.post<IscsiCredential>(path, undefined) : await ctx.client.get<IscsiCredential>(path);
+      if (opts.json) return ctx.out(json(c));
+      const rows: [string, string][] = [['initiator', c.initiator], ['chap user', c.chapUser], ['chap secret', c.chapSecret]];
+      if (c.mutualChapUser !== null) rows.push(['mutual user', c.mutualChapUser], ['mutual secret', c.mutualChapSecret ?? '']);
+      ctx.out(keyValues(rows));
     });
 
   host

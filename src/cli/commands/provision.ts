@@ -4,32 +4,32 @@ import { seg } from '../client.js';
 import type { CliContext } from '../context.js';
 import { json, keyValues, ms } from '../format.js';
 import { ByteBar, pollWhile } from '../progress.js';
-import type { Copy, Image, Provision, ReleaseReply } from '../../api/types.js';
+import type { Access, Copy, Image, Provision, ReleaseReply } from '../../api/types.js';
 
 /** A warm provision answers in milliseconds; a bar only for one that waits for a copy. */
 const BAR_AFTER_MS = 300;
 const POLL_MS = 200;
 
 /** How the host reaches its copy, as one `key value` pair. */
-export function accessLine(p: Provision): readonly [string, string] {
-  switch (p.access.kind) {
+export function accessLine(a: Access): readonly [string, string] {
+  switch (a.kind) {
     case 'path':
-      return ['path', p.access.path];
+      return ['path', a.path];
     case 'nbd':
-      return ['nbd', `${p.access.uri} (export ${p.access.exportName})`];
+      return ['nbd', `${a.uri} (export ${a.exportName})`];
     case 'iscsi':
-      return ['iscsi', iscsiLine(p.access)];
+      return ['iscsi', iscsiLine(a)];
   }
 }
 
 /** portal, target, LUN, initiator and CHAP user(s) of an iSCSI access, on one line. */
-export function iscsiLine(a: Extract<Provision['access'], { kind: 'iscsi' }>): string {
+export function iscsiLine(a: Extract<Access, { kind: 'iscsi' }>): string {
   const mutual = a.mutualChapUser === undefined ? '' : `, mutual CHAP user ${a.mutualChapUser}`;
   return `${a.portal} target ${a.target} LUN ${a.lun} (initiator ${a.initiator}, CHAP user ${a.chapUser}${mutual})`;
 }
 
 /** The access as one URI (iSCSI: libiscsi's iscsi://PORTAL/TARGET/LUN, credentials left out). */
-export function accessUri(a: Provision['access']): string {
+export function accessUri(a: Access): string {
   switch (a.kind) {
     case 'path':
       return a.path;
@@ -100,7 +100,7 @@ export function provisionCommand(ctx: CliContext): CommandUnknownOpts {
           ['copy', p.copyId],
           ['outcome', p.existing ? `${p.outcome} (already mapped)` : p.outcome],
           ['wait', ms(p.waitMs)],
-          accessLine(p),
+          accessLine(p.access),
         ]),
       );
     });

@@ -42,6 +42,10 @@ export function renderStatus(s: Status, o: StatusLayout): string {
   line(`${health} · prestage ${s.version} at ${o.server}`);
   line(`data ${truncate(s.dataDir, w - 'data '.length, 'start')}`);
   line(`driver ${s.driver} · exporter ${s.exporter}`);
+  if (s.iscsi) {
+    const restarts = s.iscsi.restarts > 0 ? ` (${plural(s.iscsi.restarts, 'restart')})` : '';
+    line(`iscsi ${s.iscsi.portal} · tgtd ${s.iscsi.tgtd}${restarts} · ${plural(s.iscsi.exported, 'target')} · ${plural(s.iscsi.sessions.length, 'session')}`);
+  }
   line(`replenisher ${s.replenisher} · images ${s.images} · hosts ${s.hosts} (${s.mapped} mapped, ${s.waitingProvisions} waiting)`);
   // The pools are what a screen is for: the other lists keep to a few lines and say what they left out.
   const problems = fitRows(s.problems, 2, (n) => `! and ${plural(n, 'more problem')} (prestage status --json)`);
@@ -51,7 +55,11 @@ export function renderStatus(s: Status, o: StatusLayout): string {
   // Each section: a blank line, a header, its rows; the pools take the lines the others leave.
   const inFlight = fitRows(s.copiesInFlight, 3, (n) => `… and ${n} more in flight (prestage copies --state making)`);
   const instances = fitRows(s.instances, 3, (n) => `… and ${plural(n, 'more instance')} (prestage status --json)`);
-  const below = (s.copiesInFlight.length > 0 ? 2 + inFlight.shown.length + inFlight.tail.length : 0) + 2 + instances.shown.length + instances.tail.length;
+  const section = (rows: { shown: readonly unknown[]; tail: readonly string[] }) => (rows.shown.length > 0 ? 2 + rows.shown.length + rows.tail.length : 0);
+  // iSCSI sessions get the lines left after 3 of pools (the status line above counts them all).
+  const sessionRoom = Math.min(3, o.height - out.length - (2 + 3) - section(inFlight) - (2 + instances.shown.length + instances.tail.length) - 2 - 1);
+  const sessions = fitRows(sessionRoom > 0 ? (s.iscsi?.sessions ?? []) : [], sessionRoom, (n) => `… and ${plural(n, 'more session')} (prestage status --json)`);
+  const below = section(inFlight) + section(sessions) + 2 + instances.shown.length + instances.tail.length;
   const pools = fitRows(s.pools, Math.max(3, o.height - out.length - 2 - below - 1), (n) => `… and ${plural(n, 'more pool')} (prestage pool list)`);
 
   out.push('');
@@ -90,6 +98,21 @@ export function renderStatus(s: Status, o: StatusLayout): string {
     );
     inFlight.tail.forEach(line);
   }
+  if (sessions.shown.length > 0) {
+    out.push('');
+    out.push(
+      fitTable(
+        sessions.shown,
+        [
+          { header: 'ISCSI SESSION', value: (x) => x.hostId ?? '? (no host)', cut: 'middle', min: 13, order: 1 },
+          { header: 'INITIATOR', value: (x) => x.initiator, cut: 'middle', min: 16, order: 2 },
+          { header: 'FROM', value: (x) => x.address ?? '-', cut: 'end', min: 8 },
+        ],
+        w,
+      ).trimEnd(),
+    );
+    sessions.tail.forEach(line);
+  }
   out.push('');
   out.push(
     fitTable(
@@ -110,7 +133,7 @@ export function renderStatus(s: Status, o: StatusLayout): string {
 
 export function statusCommand(ctx: CliContext): CommandUnknownOpts {
   return new Command('status')
-    .description('one screen: health, counts, pools, copies in flight, the instances sharing the state (* = the one answering)')
+    .description('one screen: health, counts, pools, copies in flight, iSCSI sessions, the instances sharing the state (* = the one answering)')
     .option('--json', 'print the raw JSON reply')
     .addOption(watchOption())
     .action(async (opts) => {

@@ -12,7 +12,7 @@
 import { stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
-import { ConflictError, PrestageError, type Access, type ExportedCopy, type HostCredentials, type Mapping } from '../../domain/index.js';
+import { ConflictError, PrestageError, type Access, type Copy, type ExportedCopy, type ExporterAccess, type HostCredentials, type Mapping } from '../../domain/index.js';
 import { checkHostAuth, checkTargetPrefix, DEFAULT_TARGET_PREFIX, isIscsiName, targetNameFor, type IscsiHostAuth } from './names.js';
 import { isTgtadmError, type Tgtadm } from './tgtadm.js';
 import type { TgtTarget } from './tgtadm-show.js';
@@ -284,6 +284,17 @@ export class IscsiExporter {
       for (const s of t.sessions) out.push({ hostId: byTarget.get(t.name) ?? null, target: t.name, sid: s.sid, initiator: s.initiator, address: s.address });
     }
     return out;
+  }
+
+  async accessOf(hostId: string, copy: Pick<Copy, 'id'> | null): Promise<ExporterAccess[]> {
+    const auth = this.auths.get(hostId);
+    const entry = this.entries.get(hostId);
+    const credential = auth
+      ? `initiator ${auth.initiator}, CHAP user ${auth.chap.user}${auth.mutual ? `, mutual CHAP user ${auth.mutual.user}` : ''}; the secrets: prestage host iscsi-credential ${hostId}`
+      : 'no iSCSI login set for this host';
+    const target = this.targetName(hostId);
+    const sessions = this.tgtd.state === 'RUNNING' && entry ? ((await this.admin.targets()).find((t) => t.name === target)?.sessions.length ?? 0) : 0;
+    return [{ exporter: 'iscsi', serves: true, access: entry && copy !== null && entry.copyId === copy.id ? this.access(entry) : null, credential, sessions }];
   }
 
   /** Hosts with a copy exported here now. */

@@ -205,6 +205,11 @@ export class NbdServer {
     return this.connections.size;
   }
 
+  /** Open connections of one host (counted from the end of their TLS handshake). */
+  connectionsOf(hostId: string): number {
+    return this.perHost.get(hostId) ?? 0;
+  }
+
   /** Listens; resolves with the bound address (port 0 picks a free one). */
   async start(at: { host: string; port: number }): Promise<{ host: string; port: number }> {
     if (this.stateValue !== 'INITIALIZED') throw new ConflictError(`NBD server cannot start: it is ${this.stateValue}`);
