@@ -202,8 +202,19 @@ describe("tgtd's control socket request", () => {
     assert.equal(buf.subarray(8, 13).toString(), 'iscsi');
     assert.equal(buf[13], 0);
     assert.equal(buf.readUInt32LE(72), buf.length);
-    assert.ok(buf.subarray(76, 120).every((b) => b === 0));
+    assert.equal(buf.readInt32LE(76), -1, 'no target, as tgtadm sends it');
+    assert.equal(buf.readBigUInt64LE(80), 0n);
+    assert.equal(buf.readBigUInt64LE(88), 0xffff_ffff_ffff_ffffn, 'no LUN, as tgtadm sends it');
+    assert.ok(buf.subarray(96, 120).every((b) => b === 0));
     assert.equal(buf.subarray(120).toString(), body);
+  });
+
+  it('places the target, session, connection, LUN, account direction and force where tgtd reads them', () => {
+    const buf = encodeRequest({ mode: TGT_MODE.connection, op: TGT_OP.delete, tid: 7, sid: 0x1_0000_0001, cid: 3, lun: 1, acDir: 1, force: true, params: '' });
+    assert.deepEqual(
+      [buf.readUInt32LE(0), buf.readUInt32LE(4), buf.readInt32LE(76), buf.readBigUInt64LE(80), buf.readBigUInt64LE(88), buf.readUInt32LE(96), buf.readUInt32LE(108), buf.readUInt32LE(116)],
+      [6, 1, 7, 0x1_0000_0001n, 1n, 3, 1, 1],
+    );
   });
 
   it("reads tgtd's reply and names its error as tgtadm does", () => {

@@ -237,6 +237,23 @@ describe('iSCSI exporter (tgtd, libiscsi, qemu)', () => {
     }
   });
 
+  it('a target made behind its back holds the next id: the export takes another and leaves that one alone', async () => {
+    const taken = new Set((await tgtd.admin.targets()).map((t) => t.tid));
+    let next = 1;
+    while (taken.has(next)) next++;
+    await tgtd.admin.newTarget(next, 'iqn.2026-01.test.prestage:by-hand');
+    const authC = newHostAuth('web-5', 'iqn.2026-01.test.prestage:web-5');
+    await exporter.setHostAuth('web-5', authC);
+    const access = await exporter.export(mapping('web-5', 'c-a2'), copies['c-a2']!);
+    const now = await tgtd.admin.targets();
+    assert.ok(now.some((t) => t.tid === next && t.name === 'iqn.2026-01.test.prestage:by-hand' && t.luns.length === 1), 'the hand-made target is untouched');
+    assert.ok(now.some((t) => t.tid !== next && t.name === access.target));
+    assert.equal(await readCapacity(portal, loginOf(authC), access.target), SIZE);
+    await exporter.unexport('web-5');
+    await exporter.setHostAuth('web-5', null);
+    await tgtd.admin.deleteTarget(next);
+  });
+
   it('reconcile exports exactly the mappings given and removes any other target', async () => {
     // A target nobody asked for, open to all, as a crash or a hand might leave one.
     await tgtd.admin.newTarget(40, 'iqn.2026-01.test.prestage:stray');

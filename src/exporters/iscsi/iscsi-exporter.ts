@@ -205,10 +205,21 @@ export class IscsiExporter {
       await this.checkVolume(copy.volume);
       await this.whenRunning();
       const used = new Set([...this.entries.values()].map((e) => e.tid));
-      for (const t of await this.admin.targets()) used.add(t.tid);
-      const entry: Entry = { hostId, tid: lowestFree(used), target, copyId: copy.id, volume: copy.volume, auth };
+      let entry: Entry = { hostId, tid: lowestFree(used), target, copyId: copy.id, volume: copy.volume, auth };
+      // tgtd holds only our targets since the last resync, so the ids we know are the ids in use;
+      // a target made behind our back since then shows as 'exists', and only then is tgtd asked.
       try {
-        await this.create(entry);
+        await this.admin.newTarget(entry.tid, target);
+      } catch (err) {
+        if (!isTgtadmError(err, 'exists')) throw wrap(err, `cannot export copy ${copy.id} to host ${hostId} over iSCSI`, { hostId, copyId: copy.id });
+        for (const t of await this.admin.targets()) used.add(t.tid);
+        entry = { ...entry, tid: lowestFree(used) };
+        await this.admin.newTarget(entry.tid, target).catch((again: unknown) => {
+          throw wrap(again, `cannot export copy ${copy.id} to host ${hostId} over iSCSI`, { hostId, copyId: copy.id });
+        });
+      }
+      try {
+        await this.equip(entry);
       } catch (err) {
         await this.destroy(entry.tid, auth).catch((undo: unknown) => this.logger?.error({ err: undo, hostId }, 'could not undo a failed iSCSI export; the next resync removes it'));
         throw wrap(err, `cannot export copy ${copy.id} to host ${hostId} over iSCSI`, { hostId, copyId: copy.id });
@@ -374,6 +385,11 @@ export class IscsiExporter {
   /** Builds a host's target; the initiator goes on the ACL last, so nobody logs in to a half-made one. */
   private async create(e: Entry): Promise<void> {
     await this.admin.newTarget(e.tid, e.target);
+    await this.equip(e);
+  }
+
+  /** The made target's LUN, CHAP accounts and, last, its ACL: nobody logs in to a target half set up. */
+  private async equip(e: Entry): Promise<void> {
     await this.admin.newLun(e.tid, LUN, { path: e.volume, type: 'rdwr' });
     await this.putAccount(e.auth.chap.user, e.auth.chap.secret);
     await this.admin.bindAccount(e.tid, e.auth.chap.user);

@@ -1,16 +1,19 @@
 /**
- * A typed wrapper around `tgtadm`, addressed at one tgtd: its control socket is
+ * tgt's administration, addressed at one tgtd: its control socket is
  * `$TGT_IPC_SOCKET.<control port>` (tgtd and tgtadm both read TGT_IPC_SOCKET; Debian 12 has tgt 1.0.85), so
- * several tgtd run side by side and a system tgtd at /var/run/tgtd is never touched. Every
- * argument is checked before tgtadm runs (execFile, no shell), and a refusal becomes a
- * TgtadmError carrying tgtadm's own message.
+ * several tgtd run side by side and a system tgtd at /var/run/tgtd is never touched. Targets,
+ * LUNs, accounts, ACLs and connections go to the socket as tgtadm would send them (tgtd-ipc.ts):
+ * a provision exports in a few requests, where a `tgtadm` process each cost ~20 ms and put a CHAP
+ * secret on a command line. The system-wide rest (state, shutdown, portals) runs `tgtadm`
+ * (execFile, no shell). Every argument is checked first, and a refusal becomes a TgtadmError
+ * carrying tgt's own message.
  */
 import { execFile } from 'node:child_process';
 import { isAbsolute } from 'node:path';
 import { PrestageError } from '../../domain/index.js';
 import { checkChapSecret, checkChapUser, checkIscsiName } from './names.js';
 import { parseAccounts, parseConnections, parsePortals, parseSystem, parseTargets, type TgtConnection, type TgtSystem, type TgtTarget } from './tgtadm-show.js';
-import { TGT_MODE, TGT_OP, tgtdRequest } from './tgtd-ipc.js';
+import { TGT_MODE, TGT_OP, tgtdRequest, type TgtdRequest } from './tgtd-ipc.js';
 
 /** Why tgtadm failed, as far as a caller needs to tell: tearing down what is gone already is fine. */
 export type TgtadmReason = 'unreachable' | 'not-found' | 'exists' | 'busy' | 'refused';
@@ -58,7 +61,8 @@ function checkId(n: number, what: string, min: number, max: number): string {
   if (!Number.isSafeInteger(n) || n < min || n > max) throw new TypeError(`${what} must be an integer in ${min}..${max}, got ${n}`);
   return String(n);
 }
-const tidArg = (tid: number) => checkId(tid, 'target id', 1, 0x7fff_ffff);
+const checkTid = (tid: number) => Number(checkId(tid, 'target id', 1, 0x7fff_ffff));
+const checkLun = (lun: number) => Number(checkId(lun, 'LUN', 1, 16383));
 
 /**
  * One tgtd's administration. Every method is one tgtadm call (or one control-socket request) and
@@ -92,27 +96,27 @@ export class Tgtadm {
   }
 
   async targets(): Promise<TgtTarget[]> {
-    return parseTargets(await this.run('show target', ['--lld', 'iscsi', '--op', 'show', '--mode', 'target']));
+    return parseTargets(await this.ask('show target', { mode: TGT_MODE.target, op: TGT_OP.show, params: '' }));
   }
 
   /** Every connection of the target's sessions (a session of several connections lists each). */
   async connections(tid: number): Promise<TgtConnection[]> {
-    return parseConnections(await this.run('show conn', ['--lld', 'iscsi', '--op', 'show', '--mode', 'conn', '--tid', tidArg(tid)]));
+    return parseConnections(await this.ask('show conn', { mode: TGT_MODE.connection, op: TGT_OP.show, tid: checkTid(tid), params: '' }));
   }
 
   /** Account names (tgt keeps accounts in one table shared by all targets). */
   async accounts(): Promise<string[]> {
-    return parseAccounts(await this.run('show account', ['--lld', 'iscsi', '--op', 'show', '--mode', 'account']));
+    return parseAccounts(await this.ask('show account', { mode: TGT_MODE.account, op: TGT_OP.show, params: '' }));
   }
 
   async newTarget(tid: number, name: string): Promise<void> {
     checkIscsiName(name, 'target name');
-    await this.run('new target', ['--lld', 'iscsi', '--op', 'new', '--mode', 'target', '--tid', tidArg(tid), '--targetname', name]);
+    await this.ask('new target', { mode: TGT_MODE.target, op: TGT_OP.new, tid: checkTid(tid), params: `targetname=${name}` });
   }
 
   /** With `force`, a target with sessions is deleted too: its connections are closed and its LUNs go with it. */
   async deleteTarget(tid: number, opts: { readonly force?: boolean } = {}): Promise<void> {
-    await this.run('delete target', ['--lld', 'iscsi', '--op', 'delete', '--mode', 'target', '--tid', tidArg(tid), ...(opts.force ? ['--force'] : [])]);
+    await this.ask('delete target', { mode: TGT_MODE.target, op: TGT_OP.delete, tid: checkTid(tid), force: opts.force === true, params: '' });
   }
 
   /** A LUN backed by a file or device `path` (or, for `rbd`, `pool/image`). */
@@ -120,51 +124,47 @@ export class Tgtadm {
     const { path, type } = backing;
     // tgtadm sends `path=…,bstype=…` as one string that tgtd splits at ','.
     if (/[,\n\0]/.test(path) || (type !== 'rbd' && !isAbsolute(path))) throw new TypeError(`backing store path must be absolute and hold no ',' or newline: ${JSON.stringify(path)}`);
-    await this.run('new logicalunit', ['--lld', 'iscsi', '--op', 'new', '--mode', 'logicalunit', '--tid', tidArg(tid), '--lun', checkId(lun, 'LUN', 1, 16383), '--backing-store', path, '--bstype', type]);
+    await this.ask('new logicalunit', { mode: TGT_MODE.device, op: TGT_OP.new, tid: checkTid(tid), lun: checkLun(lun), params: `path=${path},bstype=${type}` });
   }
 
   async deleteLun(tid: number, lun: number): Promise<void> {
-    await this.run('delete logicalunit', ['--lld', 'iscsi', '--op', 'delete', '--mode', 'logicalunit', '--tid', tidArg(tid), '--lun', checkId(lun, 'LUN', 1, 16383)]);
+    await this.ask('delete logicalunit', { mode: TGT_MODE.device, op: TGT_OP.delete, tid: checkTid(tid), lun: checkLun(lun), params: '' });
   }
 
   /** Lets the initiator of this name log in to the target (tgt's ACL; without one nobody may). */
   async bindInitiator(tid: number, initiator: string): Promise<void> {
     checkIscsiName(initiator, 'initiator name');
-    await this.run('bind initiator', ['--lld', 'iscsi', '--op', 'bind', '--mode', 'target', '--tid', tidArg(tid), '--initiator-name', initiator]);
+    await this.ask('bind initiator', { mode: TGT_MODE.target, op: TGT_OP.bind, tid: checkTid(tid), params: `initiator-name=${initiator}` });
   }
 
   async unbindInitiator(tid: number, initiator: string): Promise<void> {
     checkIscsiName(initiator, 'initiator name');
-    await this.run('unbind initiator', ['--lld', 'iscsi', '--op', 'unbind', '--mode', 'target', '--tid', tidArg(tid), '--initiator-name', initiator]);
+    await this.ask('unbind initiator', { mode: TGT_MODE.target, op: TGT_OP.unbind, tid: checkTid(tid), params: `initiator-name=${initiator}` });
   }
 
   /** A CHAP account. The secret goes over the control socket, never on a command line. */
   async newAccount(user: string, secret: string): Promise<void> {
     checkChapUser(user);
     checkChapSecret(secret);
-    let reply;
-    try {
-      reply = await tgtdRequest(this.socketPath, { mode: TGT_MODE.account, op: TGT_OP.new, params: `user=${user},password=${secret}` }, this.timeoutMs);
-    } catch (err) {
-      throw new TgtadmError('new account', 'unreachable', `can't reach tgtd at ${this.socketPath}: ${(err as Error).message}`, { cause: err });
-    }
-    if (reply.err !== 0) throw new TgtadmError('new account', reasonOf(reply.message, undefined), reply.message);
+    await this.ask('new account', { mode: TGT_MODE.account, op: TGT_OP.new, params: `user=${user},password=${secret}` });
   }
 
   async deleteAccount(user: string): Promise<void> {
     checkChapUser(user);
-    await this.run('delete account', ['--lld', 'iscsi', '--op', 'delete', '--mode', 'account', '--user', user]);
+    await this.ask('delete account', { mode: TGT_MODE.account, op: TGT_OP.delete, params: `user=${user}` });
   }
 
   /** Binds an account to the target: incoming (the initiator proves itself) or `outgoing` (the target does: mutual CHAP). */
   async bindAccount(tid: number, user: string, opts: { readonly outgoing?: boolean } = {}): Promise<void> {
     checkChapUser(user);
-    await this.run('bind account', ['--lld', 'iscsi', '--op', 'bind', '--mode', 'account', '--tid', tidArg(tid), '--user', user, ...(opts.outgoing ? ['--outgoing'] : [])]);
+    await this.ask('bind account', { mode: TGT_MODE.account, op: TGT_OP.bind, tid: checkTid(tid), acDir: opts.outgoing ? 1 : 0, params: `user=${user}` });
   }
 
   /** Closes one connection at once; its initiator may log in again if the ACL still lets it. */
   async deleteConnection(tid: number, sid: number, cid: number): Promise<void> {
-    await this.run('delete conn', ['--lld', 'iscsi', '--op', 'delete', '--mode', 'conn', '--tid', tidArg(tid), '--sid', checkId(sid, 'session id', 0, 0xffff), '--cid', checkId(cid, 'connection id', 0, 0xffff_ffff)]);
+    checkId(sid, 'session id', 0, 0xffff);
+    checkId(cid, 'connection id', 0, 0xffff_ffff);
+    await this.ask('delete conn', { mode: TGT_MODE.connection, op: TGT_OP.delete, tid: checkTid(tid), sid, cid, params: '' });
   }
 
   /** `offline` refuses new logins and I/O on every target; `ready` is the normal state. */
@@ -175,6 +175,18 @@ export class Tgtadm {
   /** Asks tgtd to exit; tgt refuses while any target exists. tgtadm returns once tgtd is gone. */
   async shutdown(): Promise<void> {
     await this.run('delete system', ['--op', 'delete', '--mode', 'system']);
+  }
+
+  /** One request on the control socket; resolves with tgtd's text (what tgtadm would print). */
+  private async ask(operation: string, req: TgtdRequest): Promise<string> {
+    let reply;
+    try {
+      reply = await tgtdRequest(this.socketPath, req, this.timeoutMs);
+    } catch (err) {
+      throw new TgtadmError(operation, 'unreachable', `can't reach tgtd at ${this.socketPath}: ${(err as Error).message}`, { cause: err });
+    }
+    if (reply.err !== 0) throw new TgtadmError(operation, reasonOf(reply.message, undefined), reply.message);
+    return reply.text;
   }
 
   private run(operation: string, args: readonly string[]): Promise<string> {

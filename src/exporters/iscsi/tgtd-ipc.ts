@@ -53,7 +53,16 @@ export interface TgtdRequest {
   readonly mode: number;
   readonly op: number;
   readonly lld?: string;
+  /** Default -1 (none), as tgtadm sends it. */
   readonly tid?: number;
+  /** Session and connection ids (0 when not given, as tgtadm). */
+  readonly sid?: number;
+  readonly cid?: number;
+  /** Default 2^64 - 1 (none), as tgtadm sends it. */
+  readonly lun?: number;
+  /** 0 incoming (the initiator proves itself), 1 outgoing (the target does). */
+  readonly acDir?: 0 | 1;
+  readonly force?: boolean;
   /** `key=value` pairs joined by ',' as tgtadm joins them. */
   readonly params: string;
 }
@@ -70,13 +79,20 @@ export function encodeRequest(req: TgtdRequest): Buffer {
   const out = Buffer.alloc(REQ_SIZE + body.length);
   const le = endianness() === 'LE';
   const u32 = (v: number, at: number) => (le ? out.writeUInt32LE(v, at) : out.writeUInt32BE(v, at));
+  const u64 = (v: bigint, at: number) => (le ? out.writeBigUInt64LE(v, at) : out.writeBigUInt64BE(v, at));
   u32(req.mode, 0);
   u32(req.op, 4);
   out.write(req.lld ?? 'iscsi', 8, LLD_NAME_LEN - 1, 'latin1');
   u32(out.length, 72);
-  if (le) out.writeInt32LE(req.tid ?? 0, 76);
-  else out.writeInt32BE(req.tid ?? 0, 76);
-  // sid, lun, cid, host_no, device_type, ac_dir, pack and force stay 0: not used by these requests.
+  if (le) out.writeInt32LE(req.tid ?? -1, 76);
+  else out.writeInt32BE(req.tid ?? -1, 76);
+  u64(BigInt(req.sid ?? 0), 80);
+  u64(req.lun === undefined ? 0xffff_ffff_ffff_ffffn : BigInt(req.lun), 88);
+  u32(req.cid ?? 0, 96);
+  // host_no (100) and device_type (104, TYPE_DISK) stay 0.
+  u32(req.acDir ?? 0, 108);
+  // pack (112) stays 0.
+  u32(req.force ? 1 : 0, 116);
   body.copy(out, REQ_SIZE);
   return out;
 }

@@ -54,6 +54,11 @@ export interface TgtdOptions {
   readonly startTimeoutMs?: number;
   /** How long a stop waits for tgtd to leave after asking it to, before SIGKILL. Default 5 s. */
   readonly stopTimeoutMs?: number;
+  /**
+   * tgtd's I/O threads per LUN (`--nr_iothreads`). Default 4, not tgt's 16: every host's LUN has
+   * its own, so a thousand hosts would be 16,000 threads, and starting 16 costs each export time.
+   */
+  readonly ioThreadsPerLun?: number;
   readonly logger?: Logger;
 }
 
@@ -71,6 +76,7 @@ interface CompiledTgtdOptions {
   readonly stableAfterMs: number;
   readonly startTimeoutMs: number;
   readonly stopTimeoutMs: number;
+  readonly ioThreadsPerLun: number;
   readonly logger: Logger | undefined;
 }
 
@@ -80,6 +86,11 @@ const SUN_PATH_MAX = 107;
 function positive(v: number | undefined, fallback: number, what: string): number {
   const n = v ?? fallback;
   if (!Number.isFinite(n) || n <= 0) throw new InputError(`${what} must be a positive number of milliseconds, got ${n}`, { field: what });
+  return n;
+}
+
+function threads(n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > 128) throw new InputError(`tgtd I/O threads per LUN must be an integer in 1..128, got ${n}`, { field: 'ioThreadsPerLun' });
   return n;
 }
 
@@ -108,6 +119,7 @@ export function compileTgtdOptions(o: TgtdOptions): CompiledTgtdOptions {
     stableAfterMs: positive(o.stableAfterMs, 60_000, 'stableAfterMs'),
     startTimeoutMs: positive(o.startTimeoutMs, 10_000, 'startTimeoutMs'),
     stopTimeoutMs: positive(o.stopTimeoutMs, 5_000, 'stopTimeoutMs'),
+    ioThreadsPerLun: threads(o.ioThreadsPerLun ?? 4),
     logger: o.logger,
   });
 }
@@ -323,7 +335,7 @@ export class Tgtd {
     const tail: string[] = [];
     const child = spawn(
       this.setprivPath,
-      ['--pdeathsig', 'KILL', '--', this.tgtdPath, '-f', '-C', String(this.o.controlPort), '--iscsi', `portal=${this.o.portalText}`],
+      ['--pdeathsig', 'KILL', '--', this.tgtdPath, '-f', '-C', String(this.o.controlPort), '-t', String(this.o.ioThreadsPerLun), '--iscsi', `portal=${this.o.portalText}`],
       {
         env: { ...process.env, TGT_IPC_SOCKET: this.o.socketBase, [TGTD_OWNER_ENV]: this.ownerTag },
         stdio: ['ignore', 'pipe', 'pipe'],
