@@ -61,16 +61,17 @@ export class NbdExporter implements Exporter {
     return `${host.includes(':') ? `[${host}]` : host}:${this.bound.port}`;
   }
 
-  /**
-   * A new key (or none) for a host. When it differs from the one it had, every open NBD session
-   * of the host is cut at once: a session must not outlive the key that opened it (a connection
-   * still in its TLS handshake with the old key is refused when that handshake ends).
-   */
+  /** The Exporter port's credentials hook: the NBD part of them (the TLS-PSK key). */
   setHostCredentials(hostId: string, credentials: HostCredentials | null): Promise<void> {
     this.setHostKey(hostId, credentials?.psk ?? null);
     return Promise.resolve();
   }
 
+  /**
+   * A new key (or none) for a host. When it differs from the one it had, every open NBD session
+   * of the host is cut at once: a session must not outlive the key that opened it (a connection
+   * still in its TLS handshake with the old key is refused when that handshake ends).
+   */
   setHostKey(hostId: string, pskHex: string | null): void {
     const before = this.keys.get(hostId);
     const after = pskHex === null ? undefined : Buffer.from(pskHex, 'hex');

@@ -382,7 +382,7 @@ export class IscsiExporter {
     await this.tgtd.whenRunning(this.waitMs);
   }
 
-  /** Builds a host's target; the initiator goes on the ACL last, so nobody logs in to a half-made one. */
+  /** Builds a host's target, then equips it. */
   private async create(e: Entry): Promise<void> {
     await this.admin.newTarget(e.tid, e.target);
     await this.equip(e);
