@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { CPIO_MODE, cpioNewc, initPrologue, moduleName, type CpioEntry } from '../../src/customize/initramfs.js';
-import { checkBootTools, CONSOLE, type CloudKernel } from './boot-image.js';
+import { checkBootTools, consoleFindings, CONSOLE, type CloudKernel } from './boot-image.js';
 
 const MiB = 1 << 20;
 const SECTOR = 512;
@@ -199,10 +199,6 @@ export interface BiosBoot {
   readonly done: boolean;
 }
 
-// eslint-disable-next-line no-control-regex
-const stripEscapes = (s: string) => s.replace(/\x1b(\[[0-9;?]*[A-Za-z]|[^[])/g, '');
-const grab = (out: string, prefix: string) => new RegExp(`(?<![A-Za-z-])${prefix}(\\S*)`).exec(stripEscapes(out))?.[1];
-
 /**
  * Runs `timeout qemu-system-x86_64 -accel tcg -nographic -no-reboot -m 256 ARGS`, collecting the
  * console; stopped early (SIGTERM, which `timeout` passes on) once the console shows `stopOn`.
@@ -218,7 +214,7 @@ export async function runQemu(args: readonly string[], timeoutSec = 120, stopOn?
   child.stdout.setEncoding('utf8').on('data', seen);
   child.stderr.setEncoding('utf8').on('data', seen);
   const [code] = (await once(child, 'close')) as [number | null];
-  return { code, output, ms: Date.now() - started, marker: grab(output, CONSOLE.marker), hostWrote: grab(output, CONSOLE.hostWrote), wrote: grab(output, CONSOLE.wrote), done: output.includes(CONSOLE.done) };
+  return { code, output, ms: Date.now() - started, ...consoleFindings(output) };
 }
 
 /** Boots the disk directly from a local drive (BIOS → MBR → syslinux → kernel). */

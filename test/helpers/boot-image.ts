@@ -263,6 +263,11 @@ export interface BootResult {
 const stripEscapes = (s: string) => s.replace(/\x1b(\[[0-9;?]*[A-Za-z]|[^[])/g, '');
 const grab = (out: string, prefix: string) => new RegExp(`(?<![A-Za-z-])${prefix}(\\S*)`).exec(stripEscapes(out))?.[1];
 
+/** What /init of the boot initramfs printed on a console: the marker, what /host-wrote held (`none`: absent), what it wrote, and whether it finished. */
+export function consoleFindings(output: string): { marker: string | undefined; hostWrote: string | undefined; wrote: string | undefined; done: boolean } {
+  return { marker: grab(output, CONSOLE.marker), hostWrote: grab(output, CONSOLE.hostWrote), wrote: grab(output, CONSOLE.wrote), done: output.includes(CONSOLE.done) };
+}
+
 /** Boots an emulated host (tcg; KVM hangs here) from an NBD export over TLS-PSK, always under `timeout`. */
 export async function bootFromNbd(o: BootOptions): Promise<BootResult> {
   if (o.write !== undefined && !/^[A-Za-z0-9_-]+$/.test(o.write)) throw new Error(`write: ${o.write} is not [A-Za-z0-9_-]+`);
@@ -295,10 +300,7 @@ export async function bootFromNbd(o: BootOptions): Promise<BootResult> {
     code,
     output,
     ms: Date.now() - started,
-    marker: grab(output, CONSOLE.marker),
-    hostWrote: grab(output, CONSOLE.hostWrote),
-    wrote: grab(output, CONSOLE.wrote),
-    done: output.includes(CONSOLE.done),
+    ...consoleFindings(output),
     ...readConsole(output),
   };
 }

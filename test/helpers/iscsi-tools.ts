@@ -3,7 +3,6 @@
  * driver (qemu-block-extra). Run asynchronously: the tgtd under test is supervised by this process.
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 
 const TOOLS: Record<string, string> = {
   'iscsi-ls': 'libiscsi-bin',
@@ -44,16 +43,7 @@ export function runTool(cmd: string, args: readonly string[], extraEnv: Record<s
 }
 
 /** A TCP port nobody listens on now (tgtd checks it got it: a clash fails loudly). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
+export { freePort } from './server.js';
 
 /** How an initiator logs in: its name and, optionally, CHAP both ways. */
 export interface Login {
