@@ -6,9 +6,8 @@ import { parseBudget, parsePrewarmEvent, type Budget, type ForecastState, type P
 import {
   busiestSources,
   demandBySource,
-  parseAzureTrace,
-  parseCsvTrace,
   parsePolicySpec,
+  parseTraceText,
   policiesFor,
   seriesCsv,
   seriesSvg,
@@ -26,16 +25,6 @@ type Format = 'csv' | 'azure';
 
 const AZURE_ATTRIBUTION = 'Azure Public Dataset V1, CC-BY-4.0';
 
-/** csv when the first data line reads `time,source…`, azure when it reads `<t> <tokens>`. */
-function guessFormat(text: string): Format {
-  for (const line of text.split('\n', 50)) {
-    const l = line.trim();
-    if (l === '' || l.startsWith('#')) continue;
-    return /^[0-9]+\s+[a-p|]/.test(l) || /^[0-9]+$/.test(l) ? 'azure' : 'csv';
-  }
-  return 'csv';
-}
-
 async function loadTrace(ctx: CliContext, file: string, format: Format | undefined, seed: number): Promise<Trace> {
   const path = resolve(ctx.io.cwd, file);
   let text: string;
@@ -44,8 +33,7 @@ async function loadTrace(ctx: CliContext, file: string, format: Format | undefin
   } catch (e) {
     throw new InputError(`cannot read trace ${file}: ${errnoCode(e) ?? (e instanceof Error ? e.message : String(e))}`, { file }, { cause: e });
   }
-  const f = format ?? guessFormat(text);
-  return f === 'azure' ? parseAzureTrace(text, file, { seed }) : parseCsvTrace(text, file);
+  return parseTraceText(text, file, seed, format);
 }
 
 const slug = (label: string) => label.replace(/[^A-Za-z0-9.]+/g, '-').replace(/^-|-$/g, '');
