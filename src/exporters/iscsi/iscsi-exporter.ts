@@ -205,24 +205,25 @@ export class IscsiExporter {
       await this.checkVolume(copy.volume);
       await this.whenRunning();
       const used = new Set([...this.entries.values()].map((e) => e.tid));
+      const failed = (err: unknown) => wrap(err, `cannot export copy ${copy.id} to host ${hostId} over iSCSI`, { hostId, copyId: copy.id });
       let entry: Entry = { hostId, tid: lowestFree(used), target, copyId: copy.id, volume: copy.volume, auth };
       // tgtd holds only our targets since the last resync, so the ids we know are the ids in use;
       // a target made behind our back since then shows as 'exists', and only then is tgtd asked.
       try {
-        await this.admin.newTarget(entry.tid, target);
-      } catch (err) {
-        if (!isTgtadmError(err, 'exists')) throw wrap(err, `cannot export copy ${copy.id} to host ${hostId} over iSCSI`, { hostId, copyId: copy.id });
-        for (const t of await this.admin.targets()) used.add(t.tid);
-        entry = { ...entry, tid: lowestFree(used) };
-        await this.admin.newTarget(entry.tid, target).catch((again: unknown) => {
-          throw wrap(again, `cannot export copy ${copy.id} to host ${hostId} over iSCSI`, { hostId, copyId: copy.id });
+        await this.admin.newTarget(entry.tid, target).catch(async (err: unknown) => {
+          if (!isTgtadmError(err, 'exists')) throw err;
+          for (const t of await this.admin.targets()) used.add(t.tid);
+          entry = { ...entry, tid: lowestFree(used) };
+          await this.admin.newTarget(entry.tid, target);
         });
+      } catch (err) {
+        throw failed(err);
       }
       try {
         await this.equip(entry);
       } catch (err) {
         await this.destroy(entry.tid, auth).catch((undo: unknown) => this.logger?.error({ err: undo, hostId }, 'could not undo a failed iSCSI export; the next resync removes it'));
-        throw wrap(err, `cannot export copy ${copy.id} to host ${hostId} over iSCSI`, { hostId, copyId: copy.id });
+        throw failed(err);
       }
       this.entries.set(hostId, entry);
       this.logger?.info({ hostId, copyId: copy.id, target, tid: entry.tid }, 'exported over iSCSI');
